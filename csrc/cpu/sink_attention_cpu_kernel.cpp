@@ -1,0 +1,354 @@
+// CPU sink attention. One work item = (batch row, kv head, block of query positions); its rows
+// are the block's positions for every query head that shares the kv head, so K and V are read
+// once per group (grouped-query attention without repeating K/V). Per key block: S = Q K^T by
+// BLAS, softcap, mask, causal/window limits and the sink bias on S, online softmax, O += P V.
+#include "sink_attention_cpu_kernel.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "blas.h"
+
+namespace zerotuning::cpu {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Rows (query head x position) per work item and keys per block: big enough for BLAS to run
+// near peak, small enough that a block of scores stays in L2.
+constexpr int64_t kTargetRows = 64;
+constexpr int64_t kKeyBlock = 512;
+
+// ---- masks --------------------------------------------------------------------------------
+
+template <typename M>
+inline bool mask_hides(M value) {
+  if constexpr (std::is_same_v<M, bool>) {
+    return !value;
+  } else {
+    // NaN hides too: !(x > lowest) is true for NaN.
+    return !(static_cast<float>(value) > static_cast<float>(std::numeric_limits<M>::lowest()));
+  }
+}
+
+template <typename M>
+void apply_mask_row(float* scores, const M* mask, int64_t stride, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const M value = mask[j * stride];
+    if constexpr (std::is_same_v<M, bool>) {
+      scores[j] = value ? scores[j] : kNegInf;
+    } else {
+      scores[j] = mask_hides(value) ? kNegInf : scores[j] + static_cast<float>(value);
+    }
+  }
+}
+
+template <typename Fn>
+void with_mask_type(MaskKind kind, Fn&& fn) {
+  switch (kind) {
+    case MaskKind::Bool: fn(static_cast<const bool*>(nullptr)); break;
+    case MaskKind::Float32: fn(static_cast<const float*>(nullptr)); break;
+    case MaskKind::Float16: fn(static_cast<const c10::Half*>(nullptr)); break;
+    case MaskKind::BFloat16: fn(static_cast<const c10::BFloat16*>(nullptr)); break;
+    case MaskKind::None: break;
+  }
+}
+
+// ---- vector helpers -----------------------------------------------------------------------
+
+template <typename T>
+void load_as_float(const T* src, float* dst, int64_t n, float multiplier) {
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec vm(multiplier);
+    int64_t j = 0;
+    for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(src + j) * vm).store(dst + j);
+    for (; j < n; ++j) dst[j] = src[j] * multiplier;
+  } else {
+    using LowVec = at::vec::Vectorized<T>;
+    const Vec vm(multiplier);
+    int64_t j = 0;
+    for (; j + LowVec::size() <= n; j += LowVec::size()) {
+      auto [lo, hi] = at::vec::convert_to_float<T>(LowVec::loadu(src + j));
+      (lo * vm).store(dst + j);
+      (hi * vm).store(dst + j + Vec::size());
+    }
+    for (; j < n; ++j) dst[j] = static_cast<float>(src[j]) * multiplier;
+  }
+}
+
+template <typename T>
+void store_from_float(const float* src, T* dst, int64_t n, float multiplier) {
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec vm(multiplier);
+    int64_t j = 0;
+    for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(src + j) * vm).store(dst + j);
+    for (; j < n; ++j) dst[j] = src[j] * multiplier;
+  } else {
+    using LowVec = at::vec::Vectorized<T>;
+    const Vec vm(multiplier);
+    int64_t j = 0;
+    for (; j + LowVec::size() <= n; j += LowVec::size()) {
+      const Vec lo = Vec::loadu(src + j) * vm;
+      const Vec hi = Vec::loadu(src + j + Vec::size()) * vm;
+      at::vec::convert_from_float<T>(lo, hi).store(dst + j);
+    }
+    for (; j < n; ++j) dst[j] = static_cast<T>(src[j] * multiplier);
+  }
+}
+
+inline float row_max(const float* x, int64_t n) {
+  return at::vec::reduce_all<float>(
+      [](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, x, n);
+}
+
+// x := exp(x - m); returns the sum. exp(-inf - m) = 0 for hidden keys.
+inline float exp_shifted_and_sum(float* x, int64_t n, float m) {
+  const Vec vm(m);
+  Vec vsum(0.0f);
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) {
+    const Vec e = (Vec::loadu(x + j) - vm).exp_u20();
+    e.store(x + j);
+    vsum += e;
+  }
+  float sum = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, vsum);
+  for (; j < n; ++j) {
+    x[j] = std::exp(x[j] - m);
+    sum += x[j];
+  }
+  return sum;
+}
+
+inline void scale_row(float* x, int64_t n, float factor) {
+  const Vec vf(factor);
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(x + j) * vf).store(x + j);
+  for (; j < n; ++j) x[j] *= factor;
+}
+
+// ---- work split ---------------------------------------------------------------------------
+
+struct Plan {
+  int64_t group = 1;       // query heads per kv head
+  int64_t block_q = 1;     // query positions per work item
+  int64_t q_blocks = 1;
+  int64_t max_rows = 1;    // group * block_q
+  int64_t key_block = kKeyBlock;
+  int64_t items = 0;
+};
+
+Plan make_plan(const SinkAttentionParams& p) {
+  Plan plan;
+  plan.group = p.heads_q / p.heads_kv;
+  plan.block_q = std::max<int64_t>(1, std::min<int64_t>(p.len_q, kTargetRows / plan.group));
+  plan.q_blocks = (p.len_q + plan.block_q - 1) / plan.block_q;
+  plan.max_rows = plan.group * plan.block_q;
+  plan.key_block = std::min<int64_t>(kKeyBlock, std::max<int64_t>(p.len_k, 1));
+  plan.items = p.batch * p.heads_kv * plan.q_blocks;
+  return plan;
+}
+
+struct Workspace {
+  std::vector<float> q, scores, acc, k, v, running_max, running_sum;
+  explicit Workspace(const Plan& plan, int64_t head_dim, bool convert_kv)
+      : q(plan.max_rows * head_dim),
+        scores(plan.max_rows * plan.key_block),
+        acc(plan.max_rows * head_dim),
+        k(convert_kv ? plan.key_block * head_dim : 0),
+        v(convert_kv ? plan.key_block * head_dim : 0),
+        running_max(plan.max_rows),
+        running_sum(plan.max_rows) {}
+};
+
+// ---- one work item ------------------------------------------------------------------------
+
+template <typename T>
+void run_item(const SinkAttentionParams& p, const Plan& plan, int64_t b, int64_t hkv,
+              int64_t q_block, int64_t sink, Workspace& ws) {
+  const int64_t head_dim = p.head_dim;
+  const int64_t i0 = q_block * plan.block_q;
+  const int64_t nq = std::min(plan.block_q, p.len_q - i0);
+  const int64_t rows = plan.group * nq;
+  const int64_t offset = p.len_k - p.len_q;  // absolute position of query i is i + offset
+  const int64_t key_block = plan.key_block;
+
+  // Keys that at least one row of the item may see.
+  int64_t k_hi = p.len_k;
+  if (p.is_causal) k_hi = std::clamp<int64_t>(i0 + nq + offset, 0, p.len_k);
+  int64_t k_lo = 0;
+  if (p.sliding_window > 0) k_lo = std::clamp<int64_t>(i0 + offset - p.sliding_window + 1, 0, p.len_k);
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k_base = static_cast<const T*>(p.k) + b * p.k_stride[0] + hkv * p.k_stride[1];
+  const T* v_base = static_cast<const T*>(p.v) + b * p.v_stride[0] + hkv * p.v_stride[1];
+
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t h = hkv * plan.group + r / nq;
+    const int64_t i = i0 + r % nq;
+    load_as_float(q + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2],
+                  ws.q.data() + r * head_dim, head_dim, p.scale);
+  }
+  std::fill_n(ws.running_max.data(), rows, kNegInf);
+  std::fill_n(ws.running_sum.data(), rows, 0.0f);
+  std::fill_n(ws.acc.data(), rows * head_dim, 0.0f);
+
+  for (int64_t j0 = k_lo; j0 < k_hi; j0 += key_block) {
+    const int64_t nk = std::min(key_block, k_hi - j0);
+    const float* k_block;
+    const float* v_block;
+    int k_ld, v_ld;
+    if constexpr (std::is_same_v<T, float>) {
+      k_block = k_base + j0 * p.k_stride[2];
+      v_block = v_base + j0 * p.v_stride[2];
+      k_ld = static_cast<int>(p.k_stride[2]);
+      v_ld = static_cast<int>(p.v_stride[2]);
+    } else {
+      for (int64_t j = 0; j < nk; ++j) {
+        load_as_float(k_base + (j0 + j) * p.k_stride[2], ws.k.data() + j * head_dim, head_dim, 1.0f);
+        load_as_float(v_base + (j0 + j) * p.v_stride[2], ws.v.data() + j * head_dim, head_dim, 1.0f);
+      }
+      k_block = ws.k.data();
+      v_block = ws.v.data();
+      k_ld = v_ld = static_cast<int>(head_dim);
+    }
+
+    float* scores = ws.scores.data();
+    gemm_a_bt(static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(head_dim), 1.0f,
+              ws.q.data(), static_cast<int>(head_dim), k_block, k_ld, 0.0f, scores,
+              static_cast<int>(key_block));
+
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t h = hkv * plan.group + r / nq;
+      const int64_t i = i0 + r % nq;
+      const int64_t pos = i + offset;
+      float* s = scores + r * key_block;
+
+      if (p.softcap > 0.0f) {
+        const float inv = 1.0f / p.softcap;
+        for (int64_t j = 0; j < nk; ++j) s[j] = p.softcap * std::tanh(s[j] * inv);
+      }
+      with_mask_type(p.mask_kind, [&](auto typed_null) {
+        using M = std::remove_const_t<std::remove_pointer_t<decltype(typed_null)>>;
+        const M* m = static_cast<const M*>(p.mask) + b * p.mask_stride[0] +
+                     h * p.mask_stride[1] + i * p.mask_stride[2] + j0 * p.mask_stride[3];
+        apply_mask_row(s, m, p.mask_stride[3], nk);
+      });
+      // Causal and window limits of this row, relative to the block.
+      const int64_t lo = p.sliding_window > 0 ? pos - p.sliding_window + 1 - j0 : 0;
+      const int64_t hi = p.is_causal ? pos + 1 - j0 : nk;
+      for (int64_t j = 0; j < std::min(lo, nk); ++j) s[j] = kNegInf;
+      for (int64_t j = std::max<int64_t>(hi, 0); j < nk; ++j) s[j] = kNegInf;
+      // The ZeroTuning bias: log(gamma_h) on the row's sink, if this query can see it.
+      if (sink >= j0 && sink < j0 + nk && s[sink - j0] != kNegInf) s[sink - j0] += p.log_gamma[h];
+
+      const float old_max = ws.running_max[r];
+      const float new_max = std::max(old_max, row_max(s, nk));
+      if (new_max == kNegInf) {  // nothing visible yet: contribute nothing
+        std::fill_n(s, nk, 0.0f);
+        continue;
+      }
+      const float sum = exp_shifted_and_sum(s, nk, new_max);
+      const float correction = std::exp(old_max - new_max);  // 0 when old_max is -inf
+      ws.running_sum[r] = ws.running_sum[r] * correction + sum;
+      ws.running_max[r] = new_max;
+      if (correction != 1.0f) scale_row(ws.acc.data() + r * head_dim, head_dim, correction);
+    }
+
+    gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f,
+             scores, static_cast<int>(key_block), v_block, v_ld, 1.0f, ws.acc.data(),
+             static_cast<int>(head_dim));
+  }
+
+  T* out = static_cast<T*>(p.out);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t h = hkv * plan.group + r / nq;
+    const int64_t i = i0 + r % nq;
+    const int64_t row = (b * p.heads_q + h) * p.len_q + i;
+    const float sum = ws.running_sum[r];
+    // A query that sees no key: zeros and lse = -inf, never NaN.
+    store_from_float(ws.acc.data() + r * head_dim, out + row * head_dim, head_dim,
+                     sum > 0.0f ? 1.0f / sum : 0.0f);
+    p.lse[row] = sum > 0.0f ? ws.running_max[r] + std::log(sum) : kNegInf;
+  }
+}
+
+template <typename T>
+void forward_typed(const SinkAttentionParams& p) {
+  const Plan plan = make_plan(p);
+  std::vector<int64_t> sinks(p.batch);
+  resolve_sinks(p, sinks.data());
+  const bool convert_kv = !std::is_same_v<T, float>;
+
+  // Dynamic scheduling, longest items first: under a causal mask late query blocks cost more.
+  const int64_t heads_rows = p.batch * p.heads_kv;
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), plan.items);
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    Workspace ws(plan, p.head_dim, convert_kv);
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t item = next++; item < plan.items; item = next++) {
+        const int64_t q_block = p.is_causal ? plan.q_blocks - 1 - item / heads_rows : item / heads_rows;
+        const int64_t b = (item % heads_rows) / p.heads_kv;
+        const int64_t hkv = item % p.heads_kv;
+        run_item<T>(p, plan, b, hkv, q_block, sinks[b], ws);
+      }
+    }
+  });
+}
+
+template <typename M>
+int64_t first_visible_key(const SinkAttentionParams& p, int64_t b) {
+  const M* mask = static_cast<const M*>(p.mask) + b * p.mask_stride[0];
+  const int64_t heads = p.mask_stride[1] == 0 ? 1 : p.heads_q;
+  const int64_t queries = p.mask_stride[2] == 0 ? 1 : p.len_q;
+  for (int64_t j = 0; j < p.len_k; ++j) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < queries; ++i) {
+        if (!mask_hides(mask[h * p.mask_stride[1] + i * p.mask_stride[2] + j * p.mask_stride[3]])) {
+          return j;
+        }
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+void resolve_sinks(const SinkAttentionParams& p, int64_t* sinks) {
+  for (int64_t b = 0; b < p.batch; ++b) {
+    if (p.sink_index != nullptr) {
+      sinks[b] = p.sink_index[b];
+    } else if (p.mask_kind == MaskKind::None) {
+      sinks[b] = 0;
+    } else {
+      with_mask_type(p.mask_kind, [&](auto typed_null) {
+        using M = std::remove_const_t<std::remove_pointer_t<decltype(typed_null)>>;
+        sinks[b] = first_visible_key<M>(p, b);
+      });
+    }
+  }
+}
+
+void sink_attention_forward(const SinkAttentionParams& p) {
+  if (p.batch == 0 || p.heads_q == 0 || p.len_q == 0) return;
+  switch (p.element_type) {
+    case ElementType::Float32: forward_typed<float>(p); break;
+    case ElementType::Float16: forward_typed<c10::Half>(p); break;
+    case ElementType::BFloat16: forward_typed<c10::BFloat16>(p); break;
+  }
+}
+
+}  // namespace zerotuning::cpu

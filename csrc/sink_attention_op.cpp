@@ -1,0 +1,22 @@
+// The op's schema, owned here once; CPU and CUDA files only register implementations.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "cpu/sink_attention_cpu_kernel.h"
+
+// Importing zerotuning._C loads this library, which registers the ops with the dispatcher.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(zerotuning, m) {
+  m.def(
+      "sink_attention(Tensor q, Tensor k, Tensor v, Tensor log_gamma, Tensor? sink_index=None, "
+      "Tensor? attn_mask=None, bool is_causal=False, float? scale=None, float? softcap=None, "
+      "int? sliding_window=None) -> (Tensor, Tensor)");
+  // Which vector instructions the CPU kernel was built for (the build picks the machine's best).
+  m.def("cpu_isa() -> str", [] { return std::string(zerotuning::cpu::compiled_isa()); });
+}

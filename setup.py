@@ -1,0 +1,106 @@
+"""Builds zerotuning._C against the torch already installed (pip install --no-build-isolation).
+
+The CPU kernel is compiled for the best vector instruction set of the build machine (AVX-512,
+else AVX2, else portable code); set ZEROTUNING_CPU_ISA=avx512|avx2|default to choose. The CUDA
+kernels are built when torch has CUDA and nvcc is found; ZEROTUNING_WITH_CUDA=0 or 1 forces it.
+"""
+
+import glob
+import os
+import platform
+
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+KERNEL_SOURCE = os.path.join("csrc", "cpu", "sink_attention_cpu_kernel.cpp")
+
+ISA_FLAGS = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+               "-DCPU_CAPABILITY=zt_avx512", "-DCPU_CAPABILITY_AVX512"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=zt_avx2", "-DCPU_CAPABILITY_AVX2"],
+    "default": ["-DCPU_CAPABILITY=zt_default"],
+}
+
+
+def build_machine_isa() -> str:
+    chosen = os.environ.get("ZEROTUNING_CPU_ISA")
+    if chosen:
+        if chosen not in ISA_FLAGS:
+            raise SystemExit(f"ZEROTUNING_CPU_ISA={chosen!r}: expected one of {sorted(ISA_FLAGS)}")
+        return chosen
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return "default"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "default"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "f16c"} <= set(flags):
+        return "avx512"
+    if {"avx2", "fma", "f16c"} <= set(flags):
+        return "avx2"
+    return "default"
+
+
+def want_cuda() -> bool:
+    forced = os.environ.get("ZEROTUNING_WITH_CUDA")
+    if forced is not None:
+        return forced == "1"
+    import torch
+
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+class BuildExtensionWithKernelFlags(cpp_extension.BuildExtension):
+    """Adds the vector-ISA flags to the CPU kernel's translation unit only, so the rest of the
+    library (including the CPU check that guards the kernel) runs on any CPU."""
+
+    def build_extension(self, ext):
+        compile_one = self.compiler._compile
+        isa_flags = ISA_FLAGS[ISA]
+
+        def compile_with_kernel_flags(obj, src, ext_, cc_args, extra_postargs, pp_opts):
+            if os.path.normpath(src).endswith(KERNEL_SOURCE):
+                if isinstance(extra_postargs, dict):
+                    extra_postargs = {**extra_postargs, "cxx": extra_postargs["cxx"] + isa_flags}
+                else:
+                    extra_postargs = list(extra_postargs) + isa_flags
+            return compile_one(obj, src, ext_, cc_args, extra_postargs, pp_opts)
+
+        self.compiler._compile = compile_with_kernel_flags
+        try:
+            super().build_extension(ext)
+        finally:
+            self.compiler._compile = compile_one
+
+
+ISA = build_machine_isa()
+WITH_CUDA = want_cuda()
+
+sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+cxx_flags = ["-O3", "-std=c++17", "-fopenmp", f'-DZEROTUNING_CPU_ISA="{ISA}"']
+extra_compile_args = {"cxx": cxx_flags}
+Extension = cpp_extension.CppExtension
+if WITH_CUDA:
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    extra_compile_args["nvcc"] = [
+        "-O3",
+        "-std=c++17",
+        "--expt-relaxed-constexpr",
+        "-gencode=arch=compute_80,code=sm_80",
+        "-gencode=arch=compute_90,code=sm_90",
+    ]
+    Extension = cpp_extension.CUDAExtension
+
+setup(
+    ext_modules=[
+        Extension(
+            "zerotuning._C",
+            sources,
+            extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExtensionWithKernelFlags.with_options(use_ninja=False)},
+)

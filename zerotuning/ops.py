@@ -1,0 +1,63 @@
+"""Python entry point of the sink-attention operator and its torch.library registrations."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers torch.ops.zerotuning)
+
+_OP = torch.ops.zerotuning.sink_attention.default
+
+
+def sink_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_gamma: torch.Tensor,
+    *,
+    sink_index: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    return_lse: bool = False,
+):
+    """Attention with ``log_gamma[h]`` added to the logit of each row's sink key.
+
+    q [B, Hq, Lq, D]; k, v [B, Hkv, Lk, D] with Hq a multiple of Hkv; log_gamma [Hq] float32
+    (0 leaves a head untouched). ``sink_index`` [B] int64 (-1: no sink in that row), or None
+    for the first key ``attn_mask`` leaves visible in the row (its left-padding length).
+    ``attn_mask``: bool (True = attend) or additive float, broadcastable to [B, Hq, Lq, Lk].
+    ``is_causal`` aligns the diagonal to the end of the keys (KV-cache decoding). ``softcap``
+    applies ``softcap * tanh(s / softcap)`` before the bias; ``sliding_window`` W lets the query
+    at position p see keys j > p - W. Returns out [B, Hq, Lq, D] (and the float32 log-sum-exp
+    [B, Hq, Lq] if ``return_lse``). Full semantics: ``zerotuning.reference``.
+    """
+    out, lse = _OP(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
+    return (out, lse) if return_lse else out
+
+
+def cpu_isa() -> str:
+    """The vector instruction set the CPU kernel was compiled for."""
+    return torch.ops.zerotuning.cpu_isa()
+
+
+@torch.library.register_fake("zerotuning::sink_attention")
+def _sink_attention_fake(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window):
+    torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4, lambda: "q, k, v must be 4-D")
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    pass
+
+
+def _backward(ctx, grad_out, grad_lse):
+    raise NotImplementedError(
+        "zerotuning.sink_attention is an inference operator and has no backward; "
+        "run the model under torch.no_grad() / torch.inference_mode()"
+    )
+
+
+torch.library.register_autograd("zerotuning::sink_attention", _backward, setup_context=_setup_context)
