@@ -7,40 +7,16 @@ kernels are built when torch has CUDA and nvcc is found; ZEROTUNING_WITH_CUDA=0 
 
 import glob
 import os
-import platform
+import sys
 
 from setuptools import setup
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from cpu_isa import ISA_FLAGS, build_machine_isa  # noqa: E402
+
 KERNEL_SOURCE = os.path.join("csrc", "cpu", "sink_attention_cpu_kernel.cpp")
-
-ISA_FLAGS = {
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
-               "-DCPU_CAPABILITY=zt_avx512", "-DCPU_CAPABILITY_AVX512"],
-    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=zt_avx2", "-DCPU_CAPABILITY_AVX2"],
-    "default": ["-DCPU_CAPABILITY=zt_default"],
-}
-
-
-def build_machine_isa() -> str:
-    chosen = os.environ.get("ZEROTUNING_CPU_ISA")
-    if chosen:
-        if chosen not in ISA_FLAGS:
-            raise SystemExit(f"ZEROTUNING_CPU_ISA={chosen!r}: expected one of {sorted(ISA_FLAGS)}")
-        return chosen
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return "default"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return "default"
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "f16c"} <= set(flags):
-        return "avx512"
-    if {"avx2", "fma", "f16c"} <= set(flags):
-        return "avx2"
-    return "default"
 
 
 def want_cuda() -> bool:

@@ -44,8 +44,19 @@ def cpu_isa() -> str:
 
 
 @torch.library.register_fake("zerotuning::sink_attention")
-def _sink_attention_fake(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window):
+def _sink_attention_fake(
+    q, k, v, log_gamma, sink_index=None, attn_mask=None, is_causal=False, scale=None, softcap=None, sliding_window=None
+):
+    # Shapes are checked by the real kernels; devices are checked here too because a mix of
+    # devices that includes "meta" is dispatched to this function, not to a kernel.
     torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4, lambda: "q, k, v must be 4-D")
+    named = dict(k=k, v=v, log_gamma=log_gamma, sink_index=sink_index, attn_mask=attn_mask)
+    for name, tensor in named.items():
+        if tensor is not None and tensor.device != q.device:
+            raise RuntimeError(
+                f"zerotuning.sink_attention: {name} is on {tensor.device} but q is on {q.device}; "
+                "expected all tensors on one device"
+            )
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
