@@ -317,3 +317,18 @@ def test_device_mismatch_is_refused():
     q, k, v, log_gamma = make_inputs(1, 2, 2, 3, 3, 8)
     with pytest.raises((RuntimeError, NotImplementedError), match="meta|device"):
         sink_attention(q, k, v, log_gamma.to("meta"))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("shape", [(1, 4, 1, 1, 1500, 64), (2, 8, 2, 1, 1100, 80), (1, 2, 1, 3, 2000, 32)])
+def test_key_splitting_across_threads(threads, shape):
+    """Few work items and many threads: the keys are split and the partial softmaxes merged."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q, k, v, log_gamma = make_inputs(*shape, seed=threads)
+        mask = padding_mask([shape[4] - 600] + [shape[4]] * (shape[0] - 1), shape[3], shape[4])
+        assert_matches_reference(q, k, v, log_gamma, attn_mask=mask, is_causal=True)
+        assert_matches_reference(q, k, v, log_gamma, is_causal=True, sliding_window=700)
+    finally:
+        torch.set_num_threads(previous)

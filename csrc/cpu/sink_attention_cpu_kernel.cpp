@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "blas.h"
@@ -146,10 +147,11 @@ struct Plan {
   int64_t q_blocks = 1;
   int64_t max_rows = 1;    // group * block_q
   int64_t key_block = kKeyBlock;
-  int64_t items = 0;
+  int64_t items = 0;       // batch x kv head x query block
+  int64_t splits = 1;      // key-range pieces per item (flash-decoding), combined afterwards
 };
 
-Plan make_plan(const SinkAttentionParams& p) {
+Plan make_plan(const SinkAttentionParams& p, int64_t threads) {
   Plan plan;
   plan.group = p.heads_q / p.heads_kv;
   plan.block_q = std::max<int64_t>(1, std::min<int64_t>(p.len_q, kTargetRows / plan.group));
@@ -157,7 +159,45 @@ Plan make_plan(const SinkAttentionParams& p) {
   plan.max_rows = plan.group * plan.block_q;
   plan.key_block = std::min<int64_t>(kKeyBlock, std::max<int64_t>(p.len_k, 1));
   plan.items = p.batch * p.heads_kv * plan.q_blocks;
+  // Fewer items than threads (decoding a small batch): split the keys so every core works.
+  if (plan.items < threads) {
+    const int64_t key_blocks = (p.len_k + plan.key_block - 1) / plan.key_block;
+    plan.splits = std::max<int64_t>(1, std::min((threads + plan.items - 1) / plan.items, key_blocks));
+  }
   return plan;
+}
+
+// Which rows and keys one work item covers.
+struct Item {
+  int64_t b = 0, hkv = 0, i0 = 0, nq = 0, rows = 0;
+  int64_t key_lo = 0, key_hi = 0;  // keys that at least one row of the item may see
+};
+
+Item describe_item(const SinkAttentionParams& p, const Plan& plan, int64_t item) {
+  // Under a causal mask late query blocks cost more: number them first so they start first.
+  const int64_t heads_rows = p.batch * p.heads_kv;
+  const int64_t q_block =
+      p.is_causal ? plan.q_blocks - 1 - item / heads_rows : item / heads_rows;
+  Item it;
+  it.b = (item % heads_rows) / p.heads_kv;
+  it.hkv = item % p.heads_kv;
+  it.i0 = q_block * plan.block_q;
+  it.nq = std::min(plan.block_q, p.len_q - it.i0);
+  it.rows = plan.group * it.nq;
+  const int64_t offset = p.len_k - p.len_q;  // absolute position of query i is i + offset
+  it.key_hi = p.is_causal ? std::clamp<int64_t>(it.i0 + it.nq + offset, 0, p.len_k) : p.len_k;
+  it.key_lo = p.sliding_window > 0
+                  ? std::clamp<int64_t>(it.i0 + offset - p.sliding_window + 1, 0, p.len_k)
+                  : 0;
+  return it;
+}
+
+// The part of an item's keys that split `s` covers, in whole key blocks.
+std::pair<int64_t, int64_t> split_keys(const Plan& plan, const Item& it, int64_t s) {
+  const int64_t blocks = (it.key_hi - it.key_lo + plan.key_block - 1) / plan.key_block;
+  const int64_t per_split = (blocks + plan.splits - 1) / plan.splits * plan.key_block;
+  const int64_t begin = std::min(it.key_hi, it.key_lo + s * per_split);
+  return {begin, std::min(it.key_hi, begin + per_split)};
 }
 
 struct Workspace {
@@ -172,40 +212,46 @@ struct Workspace {
         running_sum(plan.max_rows) {}
 };
 
+// Unnormalised partial results of splits, combined once all are done.
+struct Partials {
+  std::vector<float> acc, running_max, running_sum;
+  Partials(const Plan& plan, int64_t head_dim) {
+    if (plan.splits == 1) return;
+    const int64_t slots = plan.items * plan.splits * plan.max_rows;
+    acc.resize(slots * head_dim);
+    running_max.resize(slots);
+    running_sum.resize(slots);
+  }
+};
+
 // ---- one work item ------------------------------------------------------------------------
 
+// Online softmax of the item's rows over keys [key_begin, key_end): leaves the unnormalised
+// output, running max and running sum in ws.
 template <typename T>
-void run_item(const SinkAttentionParams& p, const Plan& plan, int64_t b, int64_t hkv,
-              int64_t q_block, int64_t sink, Workspace& ws) {
+void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, int64_t sink,
+                int64_t key_begin, int64_t key_end, Workspace& ws) {
   const int64_t head_dim = p.head_dim;
-  const int64_t i0 = q_block * plan.block_q;
-  const int64_t nq = std::min(plan.block_q, p.len_q - i0);
-  const int64_t rows = plan.group * nq;
-  const int64_t offset = p.len_k - p.len_q;  // absolute position of query i is i + offset
+  const int64_t nq = it.nq, rows = it.rows;
+  const int64_t offset = p.len_k - p.len_q;
   const int64_t key_block = plan.key_block;
 
-  // Keys that at least one row of the item may see.
-  int64_t k_hi = p.len_k;
-  if (p.is_causal) k_hi = std::clamp<int64_t>(i0 + nq + offset, 0, p.len_k);
-  int64_t k_lo = 0;
-  if (p.sliding_window > 0) k_lo = std::clamp<int64_t>(i0 + offset - p.sliding_window + 1, 0, p.len_k);
-
   const T* q = static_cast<const T*>(p.q);
-  const T* k_base = static_cast<const T*>(p.k) + b * p.k_stride[0] + hkv * p.k_stride[1];
-  const T* v_base = static_cast<const T*>(p.v) + b * p.v_stride[0] + hkv * p.v_stride[1];
+  const T* k_base = static_cast<const T*>(p.k) + it.b * p.k_stride[0] + it.hkv * p.k_stride[1];
+  const T* v_base = static_cast<const T*>(p.v) + it.b * p.v_stride[0] + it.hkv * p.v_stride[1];
 
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t h = hkv * plan.group + r / nq;
-    const int64_t i = i0 + r % nq;
-    load_as_float(q + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2],
+    const int64_t h = it.hkv * plan.group + r / nq;
+    const int64_t i = it.i0 + r % nq;
+    load_as_float(q + it.b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2],
                   ws.q.data() + r * head_dim, head_dim, p.scale);
   }
   std::fill_n(ws.running_max.data(), rows, kNegInf);
   std::fill_n(ws.running_sum.data(), rows, 0.0f);
   std::fill_n(ws.acc.data(), rows * head_dim, 0.0f);
 
-  for (int64_t j0 = k_lo; j0 < k_hi; j0 += key_block) {
-    const int64_t nk = std::min(key_block, k_hi - j0);
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += key_block) {
+    const int64_t nk = std::min(key_block, key_end - j0);
     const float* k_block;
     const float* v_block;
     int k_ld, v_ld;
@@ -230,8 +276,8 @@ void run_item(const SinkAttentionParams& p, const Plan& plan, int64_t b, int64_t
               static_cast<int>(key_block));
 
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t h = hkv * plan.group + r / nq;
-      const int64_t i = i0 + r % nq;
+      const int64_t h = it.hkv * plan.group + r / nq;
+      const int64_t i = it.i0 + r % nq;
       const int64_t pos = i + offset;
       float* s = scores + r * key_block;
 
@@ -241,7 +287,7 @@ void run_item(const SinkAttentionParams& p, const Plan& plan, int64_t b, int64_t
       }
       with_mask_type(p.mask_kind, [&](auto typed_null) {
         using M = std::remove_const_t<std::remove_pointer_t<decltype(typed_null)>>;
-        const M* m = static_cast<const M*>(p.mask) + b * p.mask_stride[0] +
+        const M* m = static_cast<const M*>(p.mask) + it.b * p.mask_stride[0] +
                      h * p.mask_stride[1] + i * p.mask_stride[2] + j0 * p.mask_stride[3];
         apply_mask_row(s, m, p.mask_stride[3], nk);
       });
@@ -270,41 +316,98 @@ void run_item(const SinkAttentionParams& p, const Plan& plan, int64_t b, int64_t
              scores, static_cast<int>(key_block), v_block, v_ld, 1.0f, ws.acc.data(),
              static_cast<int>(head_dim));
   }
+}
 
+// Normalises the item's rows and stores them; a query that saw no key gets zeros, lse = -inf.
+template <typename T>
+void write_rows(const SinkAttentionParams& p, const Plan& plan, const Item& it, const float* acc,
+                const float* running_max, const float* running_sum) {
   T* out = static_cast<T*>(p.out);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t h = hkv * plan.group + r / nq;
-    const int64_t i = i0 + r % nq;
-    const int64_t row = (b * p.heads_q + h) * p.len_q + i;
-    const float sum = ws.running_sum[r];
-    // A query that sees no key: zeros and lse = -inf, never NaN.
-    store_from_float(ws.acc.data() + r * head_dim, out + row * head_dim, head_dim,
+  for (int64_t r = 0; r < it.rows; ++r) {
+    const int64_t h = it.hkv * plan.group + r / it.nq;
+    const int64_t i = it.i0 + r % it.nq;
+    const int64_t row = (it.b * p.heads_q + h) * p.len_q + i;
+    const float sum = running_sum[r];
+    store_from_float(acc + r * p.head_dim, out + row * p.head_dim, p.head_dim,
                      sum > 0.0f ? 1.0f / sum : 0.0f);
-    p.lse[row] = sum > 0.0f ? ws.running_max[r] + std::log(sum) : kNegInf;
+    p.lse[row] = sum > 0.0f ? running_max[r] + std::log(sum) : kNegInf;
   }
+}
+
+// Merges an item's split partials (each with its own running max) into ws.
+void combine_splits(const Plan& plan, const Item& it, int64_t item, int64_t head_dim,
+                    const Partials& parts, Workspace& ws) {
+  for (int64_t r = 0; r < it.rows; ++r) {
+    float m = kNegInf;
+    for (int64_t s = 0; s < plan.splits; ++s) {
+      m = std::max(m, parts.running_max[(item * plan.splits + s) * plan.max_rows + r]);
+    }
+    float* acc = ws.acc.data() + r * head_dim;
+    std::fill_n(acc, head_dim, 0.0f);
+    float sum = 0.0f;
+    for (int64_t s = 0; s < plan.splits && m != kNegInf; ++s) {
+      const int64_t slot = (item * plan.splits + s) * plan.max_rows + r;
+      const float weight = std::exp(parts.running_max[slot] - m);  // 0 for an empty split
+      sum += parts.running_sum[slot] * weight;
+      const Vec vw(weight);
+      const float* part = parts.acc.data() + slot * head_dim;
+      int64_t d = 0;
+      for (; d + Vec::size() <= head_dim; d += Vec::size()) {
+        (Vec::loadu(acc + d) + Vec::loadu(part + d) * vw).store(acc + d);
+      }
+      for (; d < head_dim; ++d) acc[d] += part[d] * weight;
+    }
+    ws.running_max[r] = m;
+    ws.running_sum[r] = sum;
+  }
+}
+
+// Runs fn(unit, workspace) for units [0, count) on ATen's threads, each thread taking the next
+// unit when it is free (so uneven units — causal query blocks — balance themselves).
+template <typename Fn>
+void for_each_unit(int64_t count, const Plan& plan, int64_t head_dim, bool convert_kv, Fn&& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    Workspace ws(plan, head_dim, convert_kv);
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t unit = next++; unit < count; unit = next++) fn(unit, ws);
+    }
+  });
 }
 
 template <typename T>
 void forward_typed(const SinkAttentionParams& p) {
-  const Plan plan = make_plan(p);
+  const Plan plan = make_plan(p, at::get_num_threads());
   std::vector<int64_t> sinks(p.batch);
   resolve_sinks(p, sinks.data());
   const bool convert_kv = !std::is_same_v<T, float>;
+  const int64_t head_dim = p.head_dim;
 
-  // Dynamic scheduling, longest items first: under a causal mask late query blocks cost more.
-  const int64_t heads_rows = p.batch * p.heads_kv;
-  std::atomic<int64_t> next{0};
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), plan.items);
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    Workspace ws(plan, p.head_dim, convert_kv);
-    for (int64_t t = begin; t < end; ++t) {
-      for (int64_t item = next++; item < plan.items; item = next++) {
-        const int64_t q_block = p.is_causal ? plan.q_blocks - 1 - item / heads_rows : item / heads_rows;
-        const int64_t b = (item % heads_rows) / p.heads_kv;
-        const int64_t hkv = item % p.heads_kv;
-        run_item<T>(p, plan, b, hkv, q_block, sinks[b], ws);
-      }
-    }
+  if (plan.splits == 1) {
+    for_each_unit(plan.items, plan, head_dim, convert_kv, [&](int64_t item, Workspace& ws) {
+      const Item it = describe_item(p, plan, item);
+      accumulate<T>(p, plan, it, sinks[it.b], it.key_lo, it.key_hi, ws);
+      write_rows<T>(p, plan, it, ws.acc.data(), ws.running_max.data(), ws.running_sum.data());
+    });
+    return;
+  }
+
+  Partials parts(plan, head_dim);
+  for_each_unit(plan.items * plan.splits, plan, head_dim, convert_kv, [&](int64_t unit, Workspace& ws) {
+    const int64_t item = unit / plan.splits;
+    const Item it = describe_item(p, plan, item);
+    const auto [key_begin, key_end] = split_keys(plan, it, unit % plan.splits);
+    accumulate<T>(p, plan, it, sinks[it.b], key_begin, key_end, ws);
+    const int64_t slot = unit * plan.max_rows;
+    std::copy_n(ws.acc.data(), it.rows * head_dim, parts.acc.data() + slot * head_dim);
+    std::copy_n(ws.running_max.data(), it.rows, parts.running_max.data() + slot);
+    std::copy_n(ws.running_sum.data(), it.rows, parts.running_sum.data() + slot);
+  });
+  for_each_unit(plan.items, plan, head_dim, /*convert_kv=*/false, [&](int64_t item, Workspace& ws) {
+    const Item it = describe_item(p, plan, item);
+    combine_splits(plan, it, item, head_dim, parts, ws);
+    write_rows<T>(p, plan, it, ws.acc.data(), ws.running_max.data(), ws.running_sum.data());
   });
 }
 

@@ -2,6 +2,7 @@
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 
 #include <cmath>
@@ -184,6 +185,18 @@ TEST_CASE("decode over several key blocks matches the reference", "[kernel]") {
   Problem decode(2, 4, 1, 1, 1100, 64, 3);
   decode.is_causal = true;
   check_float32(decode);
+}
+
+TEST_CASE("decode split over more threads than work items matches the reference", "[kernel]") {
+  const int previous = at::get_num_threads();
+  for (int threads : {3, 8}) {
+    at::set_num_threads(threads);
+    Problem decode(1, 4, 1, 1, 1800, 64, 10 + threads);
+    decode.is_causal = true;
+    decode.left_pad({700});
+    check_float32(decode);
+  }
+  at::set_num_threads(previous);
 }
 
 TEST_CASE("left padding: each row's sink is its pad length", "[kernel]") {
