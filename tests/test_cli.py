@@ -1,0 +1,108 @@
+"""The console script end to end on a tiny local model folder and a tiny local JSONL file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from zerotuning.cli import build_parser, main
+
+from test_scoring_support import save_tiny_model_folder, sentiment_rows, write_jsonl
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_option_of_every_command_is_explained(capsys):
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert set(commands.choices) == {"tune", "evaluate", "profile-heads"}
+    for name, subparser in commands.choices.items():
+        for action in subparser._actions:
+            assert action.help and len(action.help) > 10, (name, action.dest)
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "--task" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model_folder = save_tiny_model_folder(root / "tiny-llama")
+    data = write_jsonl(sentiment_rows(64, seed=4), root / "reviews.jsonl")
+    return root, model_folder, data
+
+
+def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
+    root, model_folder, data = workspace
+    out = root / "run"
+    monkeypatch.chdir(root)
+    code = main([
+        "tune", "--model", model_folder.name, "--task", data.name, "--shots", "1", "--seed", "3",
+        "--levels", "0,1,2", "--fixed-gamma", "2", "--gammas", "0.5,2", "--probe-gamma", "2",
+        "--batch-size", "16", "--bootstrap-resamples", "300", "--out", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "selected level" in printed and "tuned vs baseline" in printed
+    for name in ("profile.json", "profile_level0.json", "profile_level1.json", "profile_level2.json", "results.json", "predictions.json"):
+        assert (out / name).is_file(), name
+    for name in ("metric_vs_gamma.png", "head_effects.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+    results = json.loads((out / "results.json").read_text())
+    test = results["test"]
+    for method in ("baseline", "tuned"):
+        accuracy = test["methods"][method]["accuracy"]
+        assert accuracy["low"] <= accuracy["estimate"] <= accuracy["high"] and accuracy["level"] == 0.95
+        assert 0 <= test["methods"][method]["invalid_rate"] <= 1
+    assert {"baseline+temperature", "baseline+label_bias"} <= set(test["methods"])
+    assert 0 < test["comparisons"]["tuned vs baseline"]["mcnemar"]["p_value"] <= 1
+    assert results["splits"] == {"calibration": 29, "test": 29}  # 64 rows: 6 demo, 29, 29 (seeded random split)
+    assert results["task"]["split_sizes"]["demo"] == 6 and len(results["task"]["demonstration_ids"]) == 1
+    assert results["settings"]["seeds"] == {"splits": 3, "demonstrations": 3, "bootstrap": 3}
+    assert results["model"]["load"]["source"]["kind"] == "directory" and results["model"]["class"] == "LlamaForCausalLM"
+    assert results["selected"]["level"] == results["tuning"]["selected_level"]
+    assert set(results["tuning"]["levels"]) == {"0", "1", "2"}
+    assert set(results["test_per_level"]) == {"0", "1", "2"}
+    stages = results["cost"]["stages"]
+    assert stages["level1"]["cache_hits"] >= 1  # level 0's gamma 2 is not scored again
+    assert stages["level2.profiling"]["forward_passes"] == 4 * 2  # 4 heads, 29 examples in 2 batches of <= 16
+    outermost = [name for name in stages if "." not in name or name.startswith(("baseline.", "test."))]
+    assert results["cost"]["total"]["forward_passes"] == sum(stages[name]["forward_passes"] for name in outermost)
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions) == 29
+    tuned_accuracy = sum(row["tuned"] == row["answer"] for row in predictions) / 29
+    assert tuned_accuracy == pytest.approx(test["methods"]["tuned"]["accuracy"]["estimate"])
+
+    monkeypatch.chdir(root.parent)  # the profile records absolute paths of the model and the data file
+    code = main(["evaluate", "--profile", str(out / "profile.json"), "--bootstrap-resamples", "300", "--out", str(out / "evaluation.json")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "tuned vs baseline" in printed
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for method in ("baseline", "tuned", "baseline+label_bias"):
+        assert evaluation["test"]["methods"][method]["accuracy"] == test["methods"][method]["accuracy"], method
+    assert json.loads((out / "evaluation_predictions.json").read_text()) == predictions
+
+
+def test_profile_heads_per_layer_and_head(workspace, capsys):
+    root, model_folder, data = workspace
+    out = root / "heads"
+    code = main(["profile-heads", "--model", str(model_folder), "--task", str(data), "--granularity", "layer_head", "--batch-size", "16", "--out", str(out)])
+    assert code == 0 and "dominant" in capsys.readouterr().out
+    effects = json.loads((out / "head_effects.json").read_text())
+    assert len(effects["head_profile"]["effects"]) == 2 * 4
+    assert sum(effects["head_profile"]["counts"].values()) == 8
+    assert effects["cost"]["stages"]["profiling"]["forward_passes"] == 8 * 2
+    assert (out / "head_effects.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
+    root, model_folder, _ = workspace
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "missing.jsonl"), "--out", str(root / "x")])
+    assert code == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--gammas", "0,2", "--out", str(root / "x")])
+    assert code == 2 and "gammas" in capsys.readouterr().err

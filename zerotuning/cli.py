@@ -1,0 +1,397 @@
+"""The ``zerotuning`` console script: ``tune``, ``evaluate`` and ``profile-heads``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .evaluation.report import format_table
+from .models import load_model, load_record
+from .profile import Profile
+from .tasks.columns import ANSWER_FORMATS, ColumnMapping
+from .tasks.files import FILE_FORMATS
+from .tasks.loader import TaskRequest, load_task
+from .tasks.splits import SplitPlan
+from .tasks.task import TASK_KINDS
+from .tuning.head_profiling import GRANULARITIES
+from .tuning.objectives import ENTROPY_CHOICES
+from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, LevelResult, TuningConfig
+
+if TYPE_CHECKING:
+    from .tuning.experiment import RunSettings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+DESCRIPTION = """ZeroTuning: rescale each attention head's attention to the initial (sink) token.
+Gamma is tuned on the task's calibration split and judged on its disjoint test split."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where the help text does not already explain it and there is one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "") or action.default is None or action.default is False or action.default == () or action.default == argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.command_function(args)
+    except (ValueError, OSError, RuntimeError, ImportError) as error:  # bad input or environment: a message, not a traceback
+        print(f"zerotuning {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zerotuning", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tune = commands.add_parser(
+        "tune",
+        help="tune gamma on the calibration split, then compare with the baseline on the test split",
+        description="Run the tuning levels on the calibration split, pick the best profile, and evaluate baseline vs tuned "
+        "on the test split. Writes profile.json (selected), profile_level<N>.json, results.json, predictions.json, "
+        "metric_vs_gamma.png and (with level 2) head_effects.png into --out.",
+        formatter_class=_HelpFormatter,
+    )
+    _add_model_options(tune, model_default="smollm2")
+    _add_task_options(tune, task_required=True)
+    _add_run_options(tune)
+    _add_tuning_options(tune)
+    tune.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for the profile, results and plots")
+    tune.set_defaults(command_function=_tune)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="apply a saved profile and print the baseline-vs-tuned table on the test split",
+        description="Score the test split with and without a saved profile (calibration baselines are fitted on the "
+        "calibration split). Model, task, shots and seed default to the ones recorded in the profile by `tune`.",
+        formatter_class=_HelpFormatter,
+    )
+    evaluate.add_argument("--profile", type=Path, required=True, help="a profile JSON written by `zerotuning tune`")
+    _add_model_options(evaluate, model_default=None)
+    _add_task_options(evaluate, task_required=False)
+    _add_run_options(evaluate, recorded_defaults=True)
+    evaluate.add_argument("--out", type=Path, default=None, help="also write the evaluation as JSON to this file")
+    evaluate.set_defaults(command_function=_evaluate)
+
+    profile = commands.add_parser(
+        "profile-heads",
+        help="probe each head's effect on the calibration objective (Level 2's first step) and plot it",
+        description="Scale the sink of one head index in every layer (or of one (layer, head)) by --probe-gamma and "
+        "measure the change of the calibration objective. Writes head_effects.json and head_effects.png into --out.",
+        formatter_class=_HelpFormatter,
+    )
+    _add_model_options(profile, model_default="smollm2")
+    _add_task_options(profile, task_required=True)
+    _add_run_options(profile)
+    _add_objective_options(profile)
+    _add_probe_options(profile)
+    profile.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
+    profile.set_defaults(command_function=_profile_heads)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser, model_default: str | None) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=model_default,
+        help="what zerotuning.models.load_model loads: a known name (smollm2, gemma3), a local HuggingFace model "
+        "folder (config + weights + tokenizer) or a .gguf file" + ("; default: the one recorded in the profile" if model_default is None else ""),
+    )
+    group.add_argument("--batch-size", type=int, default=8, help="examples per forward pass (rows are left-padded and sorted by length)")
+    group.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weight and activation dtype")
+    group.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda")
+
+
+def _add_task_options(parser: argparse.ArgumentParser, task_required: bool) -> None:
+    group = parser.add_argument_group(
+        "task",
+        "where the examples come from and how their columns and splits are read"
+        + ("" if task_required else " (the other task options apply only together with --task)"),
+    )
+    group.add_argument(
+        "--task",
+        required=task_required,
+        default=None,
+        help="a built-in task name, a local .jsonl/.csv/.tsv file, or hf:<dataset> (needs `datasets` and a reachable hub)"
+        + ("" if task_required else "; default: the task recorded in the profile"),
+    )
+    group.add_argument("--task-kind", choices=TASK_KINDS, default=None, help="task kind (default: from the task file, or inferred from the columns)")
+    group.add_argument("--labels", type=_string_list, default=(), help="comma-separated label words in index order (classification); they are the answers the model is scored on")
+    group.add_argument("--instruction", default=None, help="instruction line on top of each prompt (default: the task's, or the paper's classification instruction)")
+    group.add_argument("--input-name", default=None, help="name before the input, as in 'Sentence: ...' (default: the task's, or Sentence)")
+    group.add_argument("--text-column", default="text", help="column of the input text (classification)")
+    group.add_argument("--label-column", default="label", help="column of the label: a label word, or an index into --labels")
+    group.add_argument("--question-column", default="question", help="column of the question (multiple choice)")
+    group.add_argument("--choices-column", default="choices", help="column holding the list of choices (a JSON list in CSV/TSV)")
+    group.add_argument("--choice-columns", type=_string_list, default=(), help="comma-separated columns, one per option in order (instead of --choices-column)")
+    group.add_argument("--answer-column", default="answer", help="column of the right answer (multiple choice)")
+    group.add_argument("--answer-format", choices=ANSWER_FORMATS, default="auto", help="how the answer is written: 0-based index, 1-based index1, letter, the choice's text, or auto")
+    group.add_argument("--id-column", default="id", help="column of example ids (row numbers when absent)")
+    group.add_argument("--split-column", default=None, help="column naming each row's split (values demo/calibration/test, or see --split-map)")
+    group.add_argument("--split-map", type=_mapping, default=None, help="source split -> split, e.g. train=demo,validation=calibration,test=test; unmapped values are left out")
+    group.add_argument("--split-fractions", type=_fractions, default=None, help="random seeded split, e.g. demo=0.1,calibration=0.45,test=0.45 (default for local files without --split-column)")
+    group.add_argument("--max-calibration", type=int, default=None, help="keep at most this many calibration examples (seeded subsample)")
+    group.add_argument("--max-test", type=int, default=None, help="keep at most this many test examples (seeded subsample)")
+    group.add_argument("--hub-config", default=None, help="dataset configuration name for hf:<dataset>")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, recorded_defaults: bool = False) -> None:
+    group = parser.add_argument_group("run")
+    recorded = "; default: as recorded in the profile" if recorded_defaults else ""
+    group.add_argument("--shots", type=int, default=None if recorded_defaults else 0, help="few-shot demonstrations drawn from the demo split" + recorded)
+    group.add_argument("--seed", type=int, default=None if recorded_defaults else 0, help="seed of the random split, the demonstration draw and the bootstrap" + recorded)
+    group.add_argument("--bootstrap-resamples", type=int, default=10_000, help="bootstrap resamples for the 95%% confidence intervals")
+
+
+def _add_objective_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("objective")
+    group.add_argument(
+        "--objective",
+        choices=("supervised", "unsupervised"),
+        default="supervised",
+        help="supervised: calibration accuracy, ties broken by the right answer's mean log-likelihood; "
+        "unsupervised: minus the mean entropy at the answer position (labels unused)",
+    )
+    group.add_argument("--entropy-over", choices=ENTROPY_CHOICES, default="answers", help="unsupervised: entropy of the distribution over the answers, or over the whole vocabulary (both are reported)")
+    group.add_argument("--layers", type=_int_ranges, default=None, help="tunable layers, e.g. 0-9 or 0,2,4 (default: all)")
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("head profiling")
+    group.add_argument("--probe-gamma", type=float, default=2.0, help="gamma each probe applies to the probed heads")
+    group.add_argument("--granularity", choices=GRANULARITIES, default="head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)")
+
+
+def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
+    _add_objective_options(parser)
+    group = parser.add_argument_group("levels")
+    group.add_argument("--levels", type=_int_list, default=",".join(map(str, LEVELS)), help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head profiling + grid on the dominant kind")
+    group.add_argument("--fixed-gamma", type=float, default=2.0, help="level 0's gamma")
+    group.add_argument("--gammas", type=_float_list, default=",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS), help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need)")
+    _add_probe_options(parser)
+
+
+# The HF glue (transformers) and matplotlib take seconds to import: each command imports them when
+# it runs, so that `--help` answers at once.
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .plots import plot_head_effects, plot_metric_vs_gamma
+    from .tuning.experiment import run_tuning
+
+    settings = _settings(args, TuningConfig(tuple(args.levels), args.fixed_gamma, tuple(args.gammas), args.probe_gamma, args.granularity))
+    request = _task_request(args)
+    task = load_task(request)  # before the model: a bad task fails fast
+    model, tokenizer, model_info = _load_model(args)
+    results, tuning = run_tuning(model, tokenizer, task, settings, model_info)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for level, level_result in tuning.levels.items():
+        _annotate(level_result.profile, level_result, request, settings, _model_spec_to_record(args.model))
+        level_result.profile.save(args.out / f"profile_level{level}.json")
+    tuning.selected.profile.save(args.out / "profile.json")
+    objective = settings.make_objective()
+    results["files"] = {
+        "profile": str(args.out / "profile.json"),
+        "metric_vs_gamma": str(plot_metric_vs_gamma(tuning, objective.metric, args.out / "metric_vs_gamma.png")),
+    }
+    if 2 in tuning.levels:
+        head_effects = plot_head_effects(tuning.levels[2].head_profile, objective.to_json()["key"][0], args.out / "head_effects.png")
+        results["files"]["head_effects"] = str(head_effects)
+    _write_results(results, args.out / "results.json", args.out / "predictions.json")
+    print(f"selected level {tuning.selected_level}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
+    print(format_table(results["test"]))
+    print(f"cost: {results['cost']['total']['forward_passes']} forward passes, {results['cost']['total']['seconds']:.1f} s")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .tuning.experiment import run_evaluation
+
+    if not args.profile.is_file():
+        raise FileNotFoundError(f"--profile: {str(args.profile)!r} does not exist")
+    profile = Profile.load(args.profile)
+    recorded = profile.metadata.get("zerotuning", {})
+    for option in ("model", "shots", "seed"):
+        if getattr(args, option) is None:
+            if option not in recorded:
+                raise ValueError(f"--{option} is not given and the profile {str(args.profile)!r} records none")
+            setattr(args, option, recorded[option])
+    if args.task is None and "task_request" not in recorded:
+        raise ValueError(f"--task is not given and the profile {str(args.profile)!r} records no task")
+    request = _task_request(args) if args.task is not None else TaskRequest.from_json(recorded["task_request"])
+    settings = _settings(args, TuningConfig())
+    task = load_task(request)
+    model, tokenizer, model_info = _load_model(args)
+    results = run_evaluation(model, tokenizer, task, profile, settings, model_info)
+    print(f"profile {args.profile}: level {recorded.get('level', '?')}, gamma {recorded.get('gamma', '?')}")
+    print(format_table(results["test"]))
+    if args.out is not None:
+        _write_results(results, args.out, args.out.with_name(args.out.stem + "_predictions.json"))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _profile_heads(args: argparse.Namespace) -> int:
+    from .plots import plot_head_effects
+    from .tuning.experiment import run_head_profiling
+
+    settings = _settings(args, TuningConfig(probe_gamma=args.probe_gamma, granularity=args.granularity))
+    task = load_task(_task_request(args))
+    model, tokenizer, model_info = _load_model(args)
+    results, head_profile = run_head_profiling(model, tokenizer, task, settings, model_info)
+    args.out.mkdir(parents=True, exist_ok=True)
+    head_effects = plot_head_effects(head_profile, settings.make_objective().to_json()["key"][0], args.out / "head_effects.png")
+    results["files"] = {"head_effects": str(head_effects)}
+    _write_results(results, args.out / "head_effects.json", None)
+    counts = results["head_profile"]["counts"]
+    print(f"{counts['up']} up-effective, {counts['down']} down-effective, {counts['neutral']} neutral probes; dominant: {results['head_profile']['dominant_kind']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
+    from .tuning.experiment import RunSettings
+
+    return RunSettings(
+        shots=args.shots,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        layers=getattr(args, "layers", None),
+        objective=getattr(args, "objective", "supervised"),
+        entropy_over=getattr(args, "entropy_over", "answers"),
+        tuning=tuning,
+        resamples=args.bootstrap_resamples,
+    )
+
+
+def _task_request(args: argparse.Namespace) -> TaskRequest:
+    limits = {name: limit for name, limit in (("calibration", args.max_calibration), ("test", args.max_test)) if limit is not None}
+    task_path = Path(args.task)
+    is_file = task_path.suffix.lower() in FILE_FORMATS and task_path.is_file()
+    return TaskRequest(
+        source=str(task_path.resolve()) if is_file else args.task,  # absolute: `evaluate` may run elsewhere
+        kind=args.task_kind,
+        columns=ColumnMapping(
+            text=args.text_column,
+            label=args.label_column,
+            question=args.question_column,
+            choices=args.choices_column,
+            choice_columns=tuple(args.choice_columns),
+            answer=args.answer_column,
+            answer_format=args.answer_format,
+            id=args.id_column,
+        ),
+        labels=tuple(args.labels),
+        instruction=args.instruction,
+        input_name=args.input_name,
+        splits=SplitPlan(column=args.split_column, mapping=args.split_map, fractions=args.split_fractions, seed=args.seed, max_examples=limits),
+        hub_config=args.hub_config,
+    )
+
+
+def _load_model(args: argparse.Namespace):
+    """The model, its tokenizer, and a JSON-ready description (load record, class, identity, size)."""
+
+    model, tokenizer = load_model(args.model, dtype=DTYPES[args.dtype], device=args.device)
+    info = {
+        "load": load_record(model),
+        "class": type(model).__name__,
+        "identity": Profile.neutral(model).identity.to_json(),
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+    }
+    return model, tokenizer, info
+
+
+def _model_spec_to_record(spec: str) -> str:
+    """A local model folder or file as an absolute path (`evaluate` may run from another folder)."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
+def _annotate(profile: Profile, level_result: LevelResult, request: TaskRequest, settings: RunSettings, model_spec: str) -> None:
+    """Record in the profile how it was tuned, so `evaluate` can rebuild the same task and prompts."""
+    profile.metadata["zerotuning"] = {
+        "level": level_result.level,
+        "gamma": level_result.gamma,
+        "heads": level_result.to_json()["heads"],
+        "calibration": level_result.scored.summary(),
+        "model": model_spec,
+        "task_request": request.to_json(),
+        "shots": settings.shots,
+        "seed": settings.seed,
+        "settings": settings.to_json(),
+    }
+
+
+def _write_results(results: dict, path: Path, predictions_path: Path | None) -> None:
+    predictions = results.pop("predictions", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if predictions is not None and predictions_path is not None:
+        predictions_path.write_text(json.dumps(predictions, indent=1) + "\n", encoding="utf-8")
+
+
+def _heads_text(heads) -> str:
+    return "all heads of the tunable layers" if heads is None else f"{len(heads)} heads"
+
+
+def _string_list(text: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(","))
+    if any(not item for item in items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-empty names, got {text!r}")
+    return items
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+
+
+def _int_ranges(text: str) -> tuple[int, ...]:
+    """"0-3,8" -> (0, 1, 2, 3, 8)."""
+    values: list[int] = []
+    try:
+        for item in text.split(","):
+            first, _, last = item.partition("-")
+            values.extend(range(int(first), int(last or first) + 1))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected layers like 0-9 or 0,2,4, got {text!r}") from error
+    return tuple(values)
+
+
+def _mapping(text: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected source=split pairs like train=demo,validation=calibration, got {text!r}")
+    return {source.strip(): target.strip() for source, target in pairs}
+
+
+def _fractions(text: str) -> dict[str, float]:
+    try:
+        return {name: float(value) for name, value in _mapping(text).items()}
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected split=fraction pairs like demo=0.1,calibration=0.45,test=0.45, got {text!r}") from error
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""PNG figures of a tuning run: the calibration metric against gamma, and the per-head probe effects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .tuning.head_profiling import DOWN, NEUTRAL, UP, HeadProfile
+from .tuning.tuner import TuningResult
+
+
+VERDICT_MARKS = {UP: "+", DOWN: "-", NEUTRAL: ""}
+
+
+def plot_metric_vs_gamma(result: TuningResult, metric: str, path: str | Path) -> Path:
+    """Calibration ``metric`` (a ScoredSplit summary key) for each gamma of the Level 1 and 2 grids."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    axes.axhline(result.baseline.summary()[metric], color="grey", linestyle="--", label="baseline (gamma = 1)")
+    for level, style in ((1, "o-"), (2, "s-")):
+        if level in result.levels and result.levels[level].candidates:
+            candidates = result.levels[level].candidates
+            heads = "all heads" if level == 1 else f"{result.levels[level].head_profile.dominant_kind()}-effective heads"
+            axes.plot([c.gamma for c in candidates], [c.metrics[metric] for c in candidates], style, label=f"level {level} ({heads})")
+    if 0 in result.levels:
+        level0 = result.levels[0]
+        axes.plot([level0.gamma], [level0.scored.summary()[metric]], "k*", markersize=11, label="level 0 (fixed gamma)")
+    gammas = sorted({1.0} | {c.gamma for level in result.levels.values() for c in level.candidates} | {level.gamma for level in result.levels.values()})
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(gammas, [f"{gamma:g}" for gamma in gammas])
+    axes.minorticks_off()
+    axes.set_xlabel("gamma (log scale)")
+    axes.set_ylabel(f"calibration {metric.replace('_', ' ')}")
+    axes.set_title(f"selected: level {result.selected_level}, gamma {result.selected.gamma:g}")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_head_effects(head_profile: HeadProfile, objective_label: str, path: str | Path) -> Path:
+    """Heat-map of each probe's change of the objective's first component (red: better with the probe, blue:
+    worse), marked + for up-effective and - for down-effective probes (ties of the first component are
+    decided by the next one, so a pale cell can carry a mark)."""
+    matrix = head_profile.effect_matrix()
+    changes = np.abs(matrix[np.isfinite(matrix)])
+    limit = float(changes.max()) if changes.size and changes.max() > 0 else 1.0  # a symmetric colour scale
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.35 * head_profile.num_heads + 2), max(2.2, 0.3 * matrix.shape[0] + 1.6)))
+    image = axes.imshow(matrix, cmap="coolwarm", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    for effect in head_profile.effects:  # the colour shows the first key component; the mark shows the verdict
+        axes.text(effect.head, 0 if effect.layer is None else effect.layer, VERDICT_MARKS[effect.kind], ha="center", va="center", fontsize=8)
+    axes.set_xlabel("query head")
+    axes.set_ylabel("layer" if head_profile.granularity == "layer_head" else "")
+    if head_profile.granularity == "head":
+        axes.set_yticks([0], ["all layers"])
+    axes.set_title(f"{objective_label}: probe (gamma {head_profile.probe_gamma:g}) - baseline", fontsize="medium")
+    figure.colorbar(image, ax=axes)
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,78 @@
+"""A task made ready for one tokenizer: demonstrations drawn, prompts rendered and tokenised once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..tasks.prompts import draw_demonstrations, render_prompt
+from ..tasks.task import CLASSIFICATION, Example, Task
+from .answer_tokens import AnswerTokens, answer_tokens
+from .encoding import ScoringSet
+
+SCORED_SPLITS = ("calibration", "test")
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """The task, its fixed few-shot demonstrations, answer tokens and tokenised scored splits."""
+
+    task: Task
+    shots: int
+    demonstration_seed: int
+    demonstrations: tuple[Example, ...]
+    answer_tokens: AnswerTokens
+    sets: dict[str, ScoringSet]
+    example_prompt: str
+
+    def summary(self) -> dict:
+        """JSON-ready description for the results file."""
+        return {
+            "name": self.task.spec.name,
+            "spec": self.task.spec.to_json(),
+            "source": self.task.source,
+            "split_sizes": self.task.split_sizes(),
+            "shots": self.shots,
+            "demonstration_seed": self.demonstration_seed,
+            "demonstration_ids": [demo.id for demo in self.demonstrations],
+            "answer_tokens": self.answer_tokens.to_json(),
+            "example_prompt": self.example_prompt,
+            "prompt_tokens": {
+                name: {"min": int(scoring_set.lengths().min()), "max": int(scoring_set.lengths().max()), "mean": float(scoring_set.lengths().mean())}
+                for name, scoring_set in self.sets.items()
+            },
+        }
+
+
+def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0) -> PreparedTask:
+    """Draw ``shots`` demonstrations with ``seed`` and tokenise the calibration and test splits once."""
+    demonstrations = draw_demonstrations(task, shots, seed)
+    tokens = answer_tokens(tokenizer, task.answer_strings())
+    sets = {name: _scoring_set(task, name, demonstrations, tokenizer) for name in SCORED_SPLITS}
+    first = task.split("calibration")[0]
+    return PreparedTask(
+        task=task,
+        shots=shots,
+        demonstration_seed=seed,
+        demonstrations=demonstrations,
+        answer_tokens=tokens,
+        sets=sets,
+        example_prompt=render_prompt(task.spec, first, demonstrations),
+    )
+
+
+def _scoring_set(task: Task, split: str, demonstrations: tuple[Example, ...], tokenizer) -> ScoringSet:
+    examples = task.split(split)
+    if not examples:
+        raise ValueError(f"task {task.spec.name!r}: the {split!r} split is empty (split sizes {task.split_sizes()})")
+    prompts = [render_prompt(task.spec, example, demonstrations) for example in examples]
+    token_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    choice_counts = [len(task.spec.labels) if task.spec.kind == CLASSIFICATION else len(example.choices) for example in examples]
+    return ScoringSet(
+        name=split,
+        example_ids=tuple(example.id for example in examples),
+        token_ids=tuple(tuple(ids) for ids in token_ids),
+        answers=np.array([example.answer for example in examples], dtype=np.int64),
+        choice_counts=np.array(choice_counts, dtype=np.int64),
+    )

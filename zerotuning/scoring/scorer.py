@@ -1,0 +1,89 @@
+"""Batched scoring: one forward pass per batch reads the next-token distribution at the answer position."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .answer_tokens import AnswerTokens
+from .cost import CostLedger
+from .encoding import ScoringSet, left_padded, length_sorted_batches
+from .records import ScoredSplit
+
+
+class Scorer:
+    """Scores scoring sets with whatever profile is currently applied to ``model``.
+
+    Rows are left-padded (the answer position is the last column for every row) and given
+    position ids that count real tokens only, so a padded row gets the same logits as alone.
+    """
+
+    def __init__(self, model, tokenizer, answer_tokens: AnswerTokens, *, batch_size: int, ledger: CostLedger) -> None:
+        if model.training:
+            raise ValueError("model: it is in training mode (dropout on); call model.eval() before scoring")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.answer_tokens = answer_tokens
+        self.batch_size = batch_size
+        self.ledger = ledger
+        self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._answer_ids = torch.tensor(answer_tokens.token_ids, dtype=torch.long)
+        self._parsed: dict[int, int] = {}
+
+    def score(self, scoring_set: ScoringSet, description: str) -> ScoredSplit:
+        """Score every example of ``scoring_set`` (progress bar labelled ``description``)."""
+        count = len(scoring_set.example_ids)
+        answer_logits = np.empty((count, len(self._answer_ids)), dtype=np.float32)
+        logsumexp = np.empty(count, dtype=np.float64)
+        entropy = np.empty(count, dtype=np.float64)
+        greedy = np.empty(count, dtype=np.int64)
+        device = next(self.model.parameters()).device
+        batches = length_sorted_batches(scoring_set.lengths(), self.batch_size)
+        with torch.inference_mode():
+            for indices in tqdm(batches, desc=description, unit="batch", leave=False):
+                rows = self._forward([scoring_set.token_ids[i] for i in indices], device)
+                answer_logits[indices] = rows["answer_logits"]
+                logsumexp[indices] = rows["logsumexp"]
+                entropy[indices] = rows["entropy"]
+                greedy[indices] = rows["greedy"]
+        choice_mask = np.arange(len(self._answer_ids))[None, :] < scoring_set.choice_counts[:, None]
+        return ScoredSplit(
+            example_ids=scoring_set.example_ids,
+            answers=scoring_set.answers,
+            choice_mask=choice_mask,
+            answer_logits=answer_logits,
+            vocab_logsumexp=logsumexp,
+            vocab_entropy=entropy,
+            greedy_tokens=greedy,
+            greedy_answers=self._greedy_answers(greedy, scoring_set.choice_counts),
+        )
+
+    def _forward(self, token_lists: list[tuple[int, ...]], device: torch.device) -> dict[str, np.ndarray]:
+        input_ids, attention_mask = left_padded(token_lists, self._pad_id)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        output = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        logits = output.logits[:, -1, :].float()
+        self.ledger.record_forward(len(token_lists), int(attention_mask.sum()), attention_mask.numel())
+        probs = torch.softmax(logits, dim=-1)
+        return {
+            "answer_logits": logits[:, self._answer_ids.to(device)].cpu().numpy(),
+            "logsumexp": torch.logsumexp(logits, dim=-1).double().cpu().numpy(),
+            "entropy": (-torch.special.xlogy(probs, probs).sum(-1)).double().cpu().numpy(),  # 0 log 0 = 0
+            "greedy": logits.argmax(-1).cpu().numpy(),
+        }
+
+    def _greedy_answers(self, greedy: np.ndarray, choice_counts: np.ndarray) -> np.ndarray:
+        """Parse each greedy token as an answer; naming an option the example lacks is invalid too."""
+        for token in set(greedy.tolist()) - self._parsed.keys():
+            self._parsed[token] = self.answer_tokens.parse(self.tokenizer.decode([token]))
+        parsed = np.array([self._parsed[token] for token in greedy.tolist()], dtype=np.int64)
+        return np.where(parsed < choice_counts, parsed, -1)

@@ -1,0 +1,180 @@
+"""End-to-end runs behind the CLI: tune on calibration then judge on test, evaluate a saved profile, profile heads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..evaluation.bootstrap import bootstrap_mean_interval
+from ..evaluation.report import compare_on_test, paired_comparison
+from ..hf import remove
+from ..profile import Profile
+from ..scoring.cost import CostLedger
+from ..scoring.prepared_task import PreparedTask, prepare_task
+from ..scoring.records import ScoredSplit
+from ..scoring.scorer import Scorer
+from ..tasks.task import Task
+from .head_profiling import HeadProfile, profile_heads
+from .model_profiles import ModelProfiles, profile_scorer
+from .objectives import Objective, make_objective
+from .tuner import TuningConfig, TuningResult, tune
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that shapes a run besides the model and the task (recorded in every results file)."""
+
+    shots: int = 0
+    seed: int = 0
+    batch_size: int = 8
+    layers: tuple[int, ...] | None = None
+    objective: str = "supervised"
+    entropy_over: str = "answers"
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    resamples: int = 10_000
+
+    def to_json(self) -> dict:
+        return {
+            "shots": self.shots,
+            "seeds": {"splits": self.seed, "demonstrations": self.seed, "bootstrap": self.seed},
+            "batch_size": self.batch_size,
+            "layers": None if self.layers is None else list(self.layers),
+            "objective": self.make_objective().to_json(),
+            "tuning": self.tuning.to_json(),
+            "bootstrap_resamples": self.resamples,
+        }
+
+    def make_objective(self) -> Objective:
+        return make_objective(self.objective, self.entropy_over)
+
+
+class Session:
+    """A model and a prepared task, with one scorer, one cost ledger and one score cache per split."""
+
+    def __init__(self, model, tokenizer, task: Task, settings: RunSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.ledger = CostLedger()
+        with self.ledger.stage("tokenisation"):
+            self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed)
+        self.space = ModelProfiles(model, settings.layers)
+        scorer = Scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
+        self.score = {name: profile_scorer(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
+        self.objective = settings.make_objective()
+
+    def baseline(self, split: str) -> ScoredSplit:
+        with self.ledger.stage(f"baseline.{split}"):
+            return self.score[split](self.space.neutral(), "baseline")
+
+    def header(self, model_info: dict) -> dict:
+        return {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": model_info,
+            "task": self.prepared.summary(),
+            "splits": {name: len(scoring_set.example_ids) for name, scoring_set in self.prepared.sets.items()},
+            "settings": self.settings.to_json(),
+        }
+
+
+def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: dict) -> tuple[dict, TuningResult]:
+    """Tune on calibration, then score every level's profile on test; the results dict and the tuning result."""
+    session = Session(model, tokenizer, task, settings)
+    try:
+        baseline = session.baseline("calibration")
+        result = tune(session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline)
+        baseline_test = session.baseline("test")
+        tests = {}
+        for level, level_result in result.levels.items():
+            with session.ledger.stage(f"test.level{level}"):
+                tests[level] = session.score["test"](level_result.profile, f"level {level}")
+    finally:
+        remove(model)
+    selected = result.selected
+    results = {
+        **session.header(model_info),
+        "tuning": result.to_json(),
+        "selected": {"level": selected.level, "gamma": selected.gamma, "heads": selected.to_json()["heads"], "note": selected.note},
+        "test": compare_on_test(
+            baseline_test, tests[selected.level], baseline, selected.scored, resamples=settings.resamples, seed=settings.seed
+        ),
+        "test_per_level": {str(level): _level_on_test(baseline_test, scored, settings) for level, scored in tests.items()},
+        "cost": session.ledger.to_json(),
+        "predictions": _predictions(baseline_test, tests[selected.level]),
+    }
+    return results, result
+
+
+def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: RunSettings, model_info: dict) -> dict:
+    """Baseline vs ``profile`` on test, with calibration baselines fitted on the calibration split."""
+    session = Session(model, tokenizer, task, settings)
+    try:
+        baseline_calibration = session.baseline("calibration")
+        baseline_test = session.baseline("test")
+        with session.ledger.stage("tuned.calibration"):
+            tuned_calibration = session.score["calibration"](profile, "tuned")
+        with session.ledger.stage("tuned.test"):
+            tuned_test = session.score["test"](profile, "tuned")
+    finally:
+        remove(model)
+    return {
+        **session.header(model_info),
+        "profile": {"metadata": profile.metadata},
+        "calibration": {"baseline": baseline_calibration.summary(), "tuned": tuned_calibration.summary()},
+        "test": compare_on_test(
+            baseline_test, tuned_test, baseline_calibration, tuned_calibration, resamples=settings.resamples, seed=settings.seed
+        ),
+        "cost": session.ledger.to_json(),
+        "predictions": _predictions(baseline_test, tuned_test),
+    }
+
+
+def run_head_profiling(model, tokenizer, task: Task, settings: RunSettings, model_info: dict) -> tuple[dict, HeadProfile]:
+    """Only the Level 2 probes on the calibration split."""
+    session = Session(model, tokenizer, task, settings)
+    try:
+        baseline = session.baseline("calibration")
+        with session.ledger.stage("profiling"):
+            head_profile = profile_heads(
+                session.space,
+                session.score["calibration"],
+                session.objective,
+                baseline,
+                probe_gamma=settings.tuning.probe_gamma,
+                granularity=settings.tuning.granularity,
+            )
+    finally:
+        remove(model)
+    results = {
+        **session.header(model_info),
+        "baseline": {"calibration": baseline.summary(), "key": list(session.objective.key(baseline))},
+        "head_profile": head_profile.to_json(),
+        "up_effective_heads": [list(head) for head in head_profile.heads_of("up")],
+        "down_effective_heads": [list(head) for head in head_profile.heads_of("down")],
+        "cost": session.ledger.to_json(),
+    }
+    return results, head_profile
+
+
+def _level_on_test(baseline: ScoredSplit, tuned: ScoredSplit, settings: RunSettings) -> dict:
+    return {
+        **tuned.summary(),
+        "accuracy_interval": bootstrap_mean_interval(tuned.correct(), resamples=settings.resamples, seed=settings.seed).to_json(),
+        **paired_comparison(baseline.correct(), tuned.correct(), resamples=settings.resamples, seed=settings.seed),
+    }
+
+
+def _predictions(baseline: ScoredSplit, tuned: ScoredSplit) -> list[dict]:
+    """Per test example: the answer, both models' predictions and greedy answers (-1 = invalid)."""
+    baseline_predictions, tuned_predictions = baseline.predictions(), tuned.predictions()
+    return [
+        {
+            "id": example_id,
+            "answer": int(baseline.answers[index]),
+            "baseline": int(baseline_predictions[index]),
+            "tuned": int(tuned_predictions[index]),
+            "baseline_greedy": int(baseline.greedy_answers[index]),
+            "tuned_greedy": int(tuned.greedy_answers[index]),
+        }
+        for index, example_id in enumerate(baseline.example_ids)
+    ]
+

@@ -1,0 +1,167 @@
+"""The three tuning levels on the calibration split, sharing one baseline and one score cache.
+
+- Level 0: one fixed gamma on every head of the tunable layers (no search).
+- Level 1: a gamma grid on every head of the tunable layers.
+- Level 2: head profiling -> the dominant kind (up- or down-effective) -> a gamma grid on those
+  heads only, restricted to the kind's side of 1 (gamma > 1 for up, < 1 for down).
+The level whose profile has the best calibration objective is selected (ties: the lower level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..scoring.cost import CostLedger
+from ..scoring.records import ScoredSplit
+from .head_profiling import DOWN, NEUTRAL, UP, HeadProfile, profile_heads
+from .objectives import Objective
+from .profile_space import Head, ProfileSpace
+from .search import Candidate, check_gammas, search_gamma
+
+LEVELS = (0, 1, 2)
+DEFAULT_GAMMAS = (0.25, 0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+
+ScoreProfile = Callable[[Any, str], ScoredSplit]
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Which levels to run and their settings (``probe_gamma``/``granularity`` for Level 2)."""
+
+    levels: tuple[int, ...] = LEVELS
+    fixed_gamma: float = 2.0
+    gammas: tuple[float, ...] = DEFAULT_GAMMAS
+    probe_gamma: float = 2.0
+    granularity: str = "head"
+
+    def __post_init__(self) -> None:
+        if not self.levels or any(level not in LEVELS for level in self.levels):
+            raise ValueError(f"levels: got {list(self.levels)}, expected a non-empty subset of {list(LEVELS)}")
+        check_gammas([self.fixed_gamma], "fixed_gamma")
+        check_gammas(self.gammas, "gammas")
+
+    def to_json(self) -> dict:
+        return {
+            "levels": list(self.levels),
+            "fixed_gamma": self.fixed_gamma,
+            "gammas": list(self.gammas),
+            "probe_gamma": self.probe_gamma,
+            "granularity": self.granularity,
+        }
+
+
+@dataclass
+class LevelResult:
+    """The outcome of one level: its profile, where it applies, and what it cost."""
+
+    level: int
+    gamma: float
+    heads: list[Head] | None  # None: every head of the tunable layers
+    profile: Any
+    scored: ScoredSplit
+    key: tuple[float, ...]
+    candidates: list[Candidate] = field(default_factory=list)
+    head_profile: HeadProfile | None = None
+    note: str = ""
+    cost: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "level": self.level,
+            "gamma": self.gamma,
+            "heads": "all" if self.heads is None else [list(head) for head in self.heads],
+            "head_count": None if self.heads is None else len(self.heads),
+            "calibration": self.scored.summary(),
+            "key": list(self.key),
+            "candidates": [candidate.to_json() for candidate in self.candidates],
+            "head_profile": None if self.head_profile is None else self.head_profile.to_json(),
+            "note": self.note,
+            "cost": self.cost,
+        }
+
+
+@dataclass
+class TuningResult:
+    baseline: ScoredSplit
+    baseline_key: tuple[float, ...]
+    levels: dict[int, LevelResult]
+    selected_level: int
+
+    @property
+    def selected(self) -> LevelResult:
+        return self.levels[self.selected_level]
+
+    def to_json(self) -> dict:
+        return {
+            "baseline": {"calibration": self.baseline.summary(), "key": list(self.baseline_key)},
+            "levels": {str(level): result.to_json() for level, result in self.levels.items()},
+            "selected_level": self.selected_level,
+        }
+
+
+def tune(
+    space: ProfileSpace,
+    score_profile: ScoreProfile,
+    objective: Objective,
+    config: TuningConfig,
+    ledger: CostLedger,
+    baseline: ScoredSplit,
+) -> TuningResult:
+    """Run the configured levels against ``baseline`` (the untouched model's calibration scores)."""
+    runners = {0: _level0, 1: _level1, 2: _level2}
+    levels = {}
+    for level in sorted(config.levels):
+        with ledger.stage(f"level{level}"):
+            levels[level] = runners[level](space, score_profile, objective, config, baseline, ledger)
+        levels[level].cost = {name: cost for name, cost in ledger.to_json()["stages"].items() if name.startswith(f"level{level}")}
+    selected = max(levels.values(), key=lambda result: (result.key, -result.level)).level
+    return TuningResult(baseline=baseline, baseline_key=objective.key(baseline), levels=levels, selected_level=selected)
+
+
+def _level0(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
+    profile = space.uniform(config.fixed_gamma)
+    scored = score_profile(profile, f"level 0 (gamma {config.fixed_gamma:g})")
+    return LevelResult(0, config.fixed_gamma, None, profile, scored, objective.key(scored))
+
+
+def _level1(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
+    best, candidates = search_gamma(
+        config.gammas, lambda gamma: score_profile(space.uniform(gamma), f"level 1 gamma {gamma:g}"), objective, baseline, "level 1 grid"
+    )
+    if best.gamma == 1.0:
+        note = "no gamma beat the baseline on the calibration objective; the profile is neutral"
+        return LevelResult(1, 1.0, None, space.neutral(), baseline, best.key, candidates, note=note)
+    profile = space.uniform(best.gamma)
+    scored = score_profile(profile, "level 1 best")  # a cache hit: every grid point was scored above
+    return LevelResult(1, best.gamma, None, profile, scored, best.key, candidates)
+
+
+def _level2(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
+    with ledger.stage("level2.profiling"):
+        head_profile = profile_heads(
+            space, score_profile, objective, baseline, probe_gamma=config.probe_gamma, granularity=config.granularity
+        )
+    kind = head_profile.dominant_kind()
+    if kind == NEUTRAL:
+        note = "no probed head changed the calibration objective; the profile is neutral"
+        return LevelResult(2, 1.0, [], space.neutral(), baseline, objective.key(baseline), head_profile=head_profile, note=note)
+    heads = head_profile.heads_of(kind)
+    side = [gamma for gamma in config.gammas if (gamma > 1) == (kind == UP) and gamma != 1]
+    if not side:
+        raise ValueError(
+            f"gammas: the dominant head kind is {kind}-effective, which needs gammas {'above' if kind == UP else 'below'} 1, "
+            f"but the grid is {list(config.gammas)}"
+        )
+    with ledger.stage("level2.search"):
+        best, candidates = search_gamma(
+            side, lambda gamma: score_profile(space.for_heads(gamma, heads), f"level 2 gamma {gamma:g}"), objective, baseline, f"level 2 grid ({kind} heads)"
+        )
+    if best.gamma == 1.0:
+        note = f"no gamma on the {len(heads)} {kind}-effective heads beat the baseline; the profile is neutral"
+        return LevelResult(2, 1.0, [], space.neutral(), baseline, best.key, candidates, head_profile, note)
+    profile = space.for_heads(best.gamma, heads)
+    scored = score_profile(profile, "level 2 best")
+    note = f"rescaled the {len(heads)} {kind}-effective heads ({DOWN if kind == UP else UP}-effective heads left alone)"
+    return LevelResult(2, best.gamma, heads, profile, scored, best.key, candidates, head_profile, note)
