@@ -1,6 +1,19 @@
 """ZeroTuning: rescale each attention head's attention to the initial token, without training."""
 
 from .ops import cpu_isa, sink_attention
+from .profile import ModelIdentity, Profile
 from .reference import sink_attention_reference
 
-__all__ = ["sink_attention", "sink_attention_reference", "cpu_isa"]
+# The HuggingFace glue imports transformers (seconds); load it on first use only.
+_HF_NAMES = ("apply", "remove", "applied")
+
+
+def __getattr__(name: str):
+    if name in _HF_NAMES:
+        from . import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'zerotuning' has no attribute {name!r}")
+
+
+__all__ = ["sink_attention", "sink_attention_reference", "cpu_isa", "Profile", "ModelIdentity", *_HF_NAMES]

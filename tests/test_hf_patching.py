@@ -1,0 +1,181 @@
+"""apply / remove / applied: reversibility, idempotence, validation and clear refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hf_helpers import logits, mixed_profile
+from tiny_models import left_padded, prompts, tiny_model
+
+from zerotuning import Profile, apply, applied, remove
+from zerotuning.hf import BACKEND_NAME, active_profile
+from zerotuning.hf.backend import LOG_GAMMA_BITS
+
+
+@pytest.fixture
+def batch():
+    return left_padded(prompts([8, 5]))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_remove_restores_the_previous_implementation_bit_for_bit(implementation, batch):
+    model = tiny_model("gemma2")
+    model.set_attn_implementation(implementation)
+    before = logits(model, *batch)
+    apply(model, mixed_profile(model))
+    assert model.config._attn_implementation == BACKEND_NAME
+    assert not torch.equal(logits(model, *batch), before)
+    remove(model)
+    assert model.config._attn_implementation == implementation
+    assert torch.equal(logits(model, *batch), before)
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())
+    assert active_profile(model) is None
+
+
+def test_remove_on_an_unpatched_model_changes_nothing(batch):
+    model = tiny_model("llama")
+    before = logits(model, *batch)
+    assert remove(model) is model
+    assert torch.equal(logits(model, *batch), before)
+
+
+def test_apply_again_only_swaps_gammas(batch):
+    model = tiny_model("qwen2")
+    first, second = Profile.uniform(model, 3.0), mixed_profile(model)
+    apply(model, first)
+    buffers = [getattr(m, LOG_GAMMA_BITS) for m in model.modules() if hasattr(m, LOG_GAMMA_BITS)]
+    hooks = len(model._forward_hooks)
+    apply(model, second)
+    after = [getattr(m, LOG_GAMMA_BITS) for m in model.modules() if hasattr(m, LOG_GAMMA_BITS)]
+    assert all(a is b for a, b in zip(buffers, after, strict=True)), "apply() must update the buffers in place"
+    assert len(model._forward_hooks) == hooks
+    fresh = tiny_model("qwen2")
+    apply(fresh, second)
+    assert torch.equal(logits(model, *batch), logits(fresh, *batch))
+    assert active_profile(model) is second
+
+
+def test_applied_restores_the_state_before_entry(batch):
+    model = tiny_model("mistral")
+    stock = logits(model, *batch)
+    outer, inner = Profile.uniform(model, 2.0), mixed_profile(model)
+    with applied(model, outer):
+        with_outer = logits(model, *batch)
+        with applied(model, inner):
+            assert not torch.equal(logits(model, *batch), with_outer)
+        assert torch.equal(logits(model, *batch), with_outer)
+        assert active_profile(model) is outer
+    assert torch.equal(logits(model, *batch), stock)
+
+
+def test_applied_removes_even_when_the_body_raises(batch):
+    model = tiny_model("llama")
+    with pytest.raises(KeyError), applied(model, mixed_profile(model)):
+        raise KeyError("inside")
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_profile_for_another_model_shape_is_refused():
+    model = tiny_model("llama")
+    other = tiny_model("llama", num_hidden_layers=3)
+    with pytest.raises(ValueError, match=r"2 layers x 4 query heads.*3 layers x 4 query heads|3 layers.*2 layers"):
+        apply(model, Profile.neutral(other))
+    assert model.config._attn_implementation == "sdpa"
+    apply(model, Profile.neutral(model))
+    with pytest.raises(ValueError, match="3 layers"):
+        apply(model, Profile.neutral(other))
+
+
+def test_a_profile_for_another_model_type_is_refused():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="mistral.*llama"):
+        apply(model, Profile.neutral(tiny_model("mistral")))
+
+
+def test_models_without_the_attention_interface_are_refused_by_name():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    mamba = MambaForCausalLM(MambaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, state_size=4))
+    with pytest.raises(TypeError, match="MambaForCausalLM does not route its attention"):
+        apply(mamba, Profile.neutral(tiny_model("llama")))
+    with pytest.raises(TypeError, match="Linear"):
+        apply(torch.nn.Linear(2, 2), Profile.neutral(tiny_model("llama")))
+
+
+def test_output_attentions_is_refused(batch):
+    model = tiny_model("llama")
+    apply(model, mixed_profile(model))
+    with pytest.raises(NotImplementedError, match="output_attentions"), torch.no_grad():
+        model(*batch[:1], attention_mask=batch[1], output_attentions=True)
+
+
+def test_attention_dropout_in_training_is_refused(batch):
+    model = tiny_model("llama", attention_dropout=0.1)
+    apply(model, mixed_profile(model))
+    model.train()
+    with pytest.raises(NotImplementedError, match="dropout"):
+        model(batch[0], attention_mask=batch[1])
+    model.eval()
+    logits(model, *batch)
+
+
+def test_a_prebuilt_4d_mask_is_refused(batch):
+    model = tiny_model("llama")
+    apply(model, mixed_profile(model))
+    input_ids, attention_mask = batch
+    length = input_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    mask_4d = (causal[None, None] & attention_mask.bool()[:, None, None, :]).contiguous()
+    with pytest.raises(RuntimeError, match="no sink positions were recorded"), torch.no_grad():
+        model(input_ids, attention_mask=mask_4d)
+
+
+def test_gammas_survive_a_dtype_cast_after_apply(batch):
+    model = tiny_model("llama")
+    profile = mixed_profile(model)
+    apply(model, profile)
+    model.to(torch.bfloat16)
+    expected = torch.tensor([[math.log(g) for g in row] for row in profile.gammas], dtype=torch.float32)
+    for layer, module in enumerate(m for m in model.modules() if hasattr(m, LOG_GAMMA_BITS)):
+        assert torch.equal(getattr(module, LOG_GAMMA_BITS).view(torch.float32), expected[layer])
+    assert logits(model, *batch).dtype == torch.bfloat16
+
+
+def test_nothing_is_added_to_the_state_dict_or_the_saved_config():
+    model = tiny_model("gemma3")
+    keys = set(model.state_dict())
+    apply(model, mixed_profile(model))
+    assert set(model.state_dict()) == keys
+    assert BACKEND_NAME not in model.config.to_json_string()
+
+
+def test_a_copied_model_fails_loudly(batch):
+    import copy
+
+    model = tiny_model("llama")
+    apply(model, mixed_profile(model))
+    clone = copy.deepcopy(model)
+    with pytest.raises(RuntimeError, match="zerotuning.apply"), torch.no_grad():
+        clone(batch[0], attention_mask=batch[1])
+
+
+def test_a_failed_switch_leaves_the_model_untouched(batch, monkeypatch):
+    model = tiny_model("llama")
+    before = logits(model, *batch)
+    monkeypatch.setattr(model, "set_attn_implementation", lambda implementation: None)
+    with pytest.raises(TypeError, match="refused to switch"):
+        apply(model, mixed_profile(model))
+    assert active_profile(model) is None and not model._forward_hooks
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())
+    assert torch.equal(logits(model, *batch), before)
+
+
+def test_layers_on_the_meta_device_are_refused_before_any_change():
+    model = tiny_model("llama")
+    model.model.layers[1].to("meta")
+    with pytest.raises(TypeError, match="LlamaAttention \\(layer 1\\) has its weights on the meta device"):
+        apply(model, Profile.neutral(model))
+    assert active_profile(model) is None
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())

@@ -1,0 +1,7 @@
+"""ZeroTuning on loaded HuggingFace decoders: an attention backend plus apply / remove / applied."""
+
+from .backend import BACKEND_NAME, register_backend
+from .families import TESTED_FAMILIES
+from .patching import active_profile, applied, apply, remove
+
+__all__ = ["apply", "remove", "applied", "active_profile", "register_backend", "BACKEND_NAME", "TESTED_FAMILIES"]

@@ -1,0 +1,148 @@
+"""The ``"zerotuning"`` attention backend: an attention function and its mask function.
+
+Both are registered under one name: since transformers 4.53 a backend without a matching mask
+function silently receives no mask at all (and so loses causal and padding masking).
+
+* The mask function builds transformers' own boolean mask (``sdpa_mask``) and records each
+  row's sink for the layers of that mask kind (see ``sinks.py``).
+* The attention function calls ``zerotuning.sink_attention`` with the layer's log-gammas, read
+  from a buffer on the attention module: an attribute look-up, no host sync, no new tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from ..ops import sink_attention
+from . import sinks
+
+BACKEND_NAME = "zerotuning"
+LOG_GAMMA_BITS = "zerotuning_log_gamma_bits"
+SINK_STATE = "zerotuning_sink_state"
+
+# Keyword arguments some models pass that this backend cannot honour: refuse, never ignore.
+_UNSUPPORTED_KWARGS = {
+    "s_aux": "learned attention sinks (gpt-oss style)",
+    "position_bias": "an additive position bias (T5 style)",
+    "head_mask": "a head mask",
+    "cu_seq_lens_q": "packed variable-length sequences",
+    "cu_seq_lens_k": "packed variable-length sequences",
+}
+
+
+def log_gamma_of(module: torch.nn.Module) -> torch.Tensor:
+    """The float32 [num_query_heads] log-gammas of an attention module prepared by ``apply``."""
+    bits = getattr(module, LOG_GAMMA_BITS, None)
+    if bits is None:
+        raise RuntimeError(
+            f"zerotuning: attention module {type(module).__name__} (layer {getattr(module, 'layer_idx', '?')}) "
+            "runs with the zerotuning backend but has no gammas: zerotuning.apply() did not prepare it"
+        )
+    # Stored as int32 bit patterns so that model.half() / .to(dtype), which cast floating
+    # buffers, cannot round the float32 log-gammas; the view costs no copy.
+    return bits.view(torch.float32)
+
+
+def zerotuning_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] -> ([B, Lq, Hq, D], None)."""
+    _refuse_unsupported(module, dropout, kwargs)
+    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(
+            f"zerotuning: attention_mask must be a tensor or None, got {type(attention_mask).__name__} "
+            f"in {type(module).__name__}"
+        )
+    kv_length = key.shape[-2]
+    if attention_mask is not None and attention_mask.shape[-1] > kv_length:
+        attention_mask = attention_mask[..., :kv_length]
+    state: sinks.SinkState | None = getattr(module, SINK_STATE, None)
+    if state is None:
+        raise RuntimeError(
+            f"zerotuning: attention module {type(module).__name__} runs with the zerotuning backend "
+            "but zerotuning.apply() did not prepare it"
+        )
+    sink_index = state.lookup(sinks.mask_kind(sliding_window), kv_length, query.device)
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    # The mask function only lets transformers skip the mask where the kernel's end-aligned
+    # causal diagonal equals sdpa's top-left one (one query, or as many queries as keys).
+    out = sink_attention(
+        query,
+        key,
+        value,
+        log_gamma_of(module),
+        sink_index=sink_index,
+        attn_mask=attention_mask,
+        is_causal=bool(causal) and attention_mask is None,
+        scale=scaling,
+        softcap=softcap,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -> None:
+    where = f"zerotuning attention in {type(module).__name__}"
+    if dropout:
+        raise NotImplementedError(
+            f"{where}: attention dropout {dropout} is not supported (ZeroTuning is inference-only; "
+            "call model.eval() or set attention_dropout=0)"
+        )
+    if kwargs.get("output_attentions"):
+        raise NotImplementedError(f"{where}: output_attentions=True is not supported (the kernel never materialises them)")
+    for name, what in _UNSUPPORTED_KWARGS.items():
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"{where}: {what} ({name}=...) is not supported")
+
+
+def zerotuning_mask(
+    batch_size: int,
+    *,
+    kv_length: int,
+    kv_offset: int | torch.Tensor = 0,
+    attention_mask: torch.Tensor | None = None,
+    config: Any = None,
+    local_size: int | None = None,
+    allow_is_causal_skip: bool = True,
+    **kwargs: Any,
+) -> torch.Tensor | None:
+    """transformers mask function: sdpa's boolean mask (or None), plus the sinks of this mask kind."""
+    if config is None:
+        raise RuntimeError("zerotuning: transformers called the mask function without config=; this version is unsupported")
+    if "q_length" in kwargs:
+        q_length, device = kwargs["q_length"], kwargs["device"]
+    else:  # transformers 4.x passes cache_position instead
+        q_length, device = kwargs["cache_position"].shape[0], kwargs["cache_position"].device
+    end_aligned = q_length == 1 or q_length == kv_length
+    mask = sdpa_mask(
+        batch_size=batch_size,
+        kv_length=kv_length,
+        kv_offset=kv_offset,
+        attention_mask=attention_mask,
+        local_size=local_size,
+        allow_is_causal_skip=allow_is_causal_skip and end_aligned,
+        config=config,
+        **kwargs,
+    )
+    sink_index = sinks.sink_index_per_row(attention_mask, batch_size, kv_offset, device)
+    sinks.state_for(config).record(sinks.mask_kind(local_size), kv_length, sink_index)
+    return mask
+
+
+def register_backend() -> None:
+    """Register the attention and mask functions under ``BACKEND_NAME`` (idempotent)."""
+    AttentionInterface.register(BACKEND_NAME, zerotuning_attention)
+    AttentionMaskInterface.register(BACKEND_NAME, zerotuning_mask)
