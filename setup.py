@@ -59,13 +59,17 @@ cxx_flags = ["-O3", "-std=c++17", "-fopenmp", f'-DZEROTUNING_CPU_ISA="{ISA}"']
 extra_compile_args = {"cxx": cxx_flags}
 Extension = cpp_extension.CppExtension
 if WITH_CUDA:
+    # ZEROTUNING_CUDA_ARCHS: the compute capabilities to build kernels for (default "80 90");
+    # scripts/check_cuda_compile.sh reads the same variable. The kernels need sm_80+ (cp.async).
+    cuda_archs_setting = os.environ.get("ZEROTUNING_CUDA_ARCHS", "80 90")
+    cuda_archs = cuda_archs_setting.replace(",", " ").split()
+    if not cuda_archs or not all(arch.isdigit() and int(arch) >= 80 for arch in cuda_archs):
+        raise SystemExit(
+            f"ZEROTUNING_CUDA_ARCHS={cuda_archs_setting!r}: expected compute capabilities >= 80, like '80 90'"
+        )
     sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
-    extra_compile_args["nvcc"] = [
-        "-O3",
-        "-std=c++17",
-        "--expt-relaxed-constexpr",
-        "-gencode=arch=compute_80,code=sm_80",
-        "-gencode=arch=compute_90,code=sm_90",
+    extra_compile_args["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"] + [
+        f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in cuda_archs
     ]
     Extension = cpp_extension.CUDAExtension
 

@@ -13,9 +13,11 @@ cmake -S . -B build/cpp -DPython3_EXECUTABLE="$(which python)" >build/cmake-conf
 cmake --build build/cpp -j2
 ctest --test-dir build/cpp --output-on-failure
 
-if [ -x scripts/check_cuda_compile.sh ]; then
-  echo "== CUDA sources compile"
+echo "== CUDA sources compile (nvcc, no GPU needed)"
+if command -v nvcc >/dev/null 2>&1; then
   scripts/check_cuda_compile.sh
+else
+  echo "SKIPPED: nvcc is not installed here, so the CUDA sources were not compiled"
 fi
 
 echo "== Python tests"

@@ -74,8 +74,8 @@ __device__ __forceinline__ void cp_async_wait() {
 // ---- masks ------------------------------------------------------------------------------------
 
 // HuggingFace writes "masked" as the lowest finite value of the mask's dtype; at or below it
-// (or NaN) the key is hidden. Bool masks: false hides.
-__device__ __forceinline__ bool mask_hides(bool value) { return !value; }
+// (or NaN) the key is hidden. Bool masks are read as bytes: zero hides.
+__device__ __forceinline__ bool mask_hides(uint8_t value) { return value == 0; }
 __device__ __forceinline__ bool mask_hides(float value) { return !(value > -3.40282347e+38f); }
 __device__ __forceinline__ bool mask_hides(__half value) {
   return !(__half2float(value) > -65504.0f);
@@ -84,7 +84,7 @@ __device__ __forceinline__ bool mask_hides(__nv_bfloat16 value) {
   return !(__bfloat162float(value) > __uint_as_float(0xff7f0000u));  // bf16's lowest, exactly
 }
 
-__device__ __forceinline__ float mask_additive(bool) { return 0.0f; }
+__device__ __forceinline__ float mask_additive(uint8_t) { return 0.0f; }
 __device__ __forceinline__ float mask_additive(float value) { return value; }
 __device__ __forceinline__ float mask_additive(__half value) { return __half2float(value); }
 __device__ __forceinline__ float mask_additive(__nv_bfloat16 value) {
