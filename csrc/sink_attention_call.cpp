@@ -95,8 +95,13 @@ SinkAttentionCall prepare_sink_attention(const at::Tensor& q, const at::Tensor& 
               log_gamma.scalar_type());
   check_same_device(log_gamma, q, "log_gamma");
   if (check_values) {
-    TORCH_CHECK(at::isfinite(log_gamma).all().item<bool>(), kOp,
-                "log_gamma must be finite (log of a gamma > 0), got ", log_gamma);
+    // Plain loops over host memory: this runs once per attention call, so no tensor ops.
+    const at::Tensor host = log_gamma.contiguous();
+    const float* values = host.data_ptr<float>();
+    for (int64_t h = 0; h < heads_q; ++h) {
+      TORCH_CHECK(std::isfinite(values[h]), kOp,
+                  "log_gamma must be finite (log of a gamma > 0), got ", values[h], " for head ", h);
+    }
   }
 
   SinkAttentionCall call;
@@ -116,12 +121,15 @@ SinkAttentionCall prepare_sink_attention(const at::Tensor& q, const at::Tensor& 
     TORCH_CHECK(s.scalar_type() == at::kLong, kOp, "sink_index must be int64, got ",
                 s.scalar_type());
     check_same_device(s, q, "sink_index");
-    if (check_values && batch > 0) {
-      const int64_t lo = s.min().item<int64_t>(), hi = s.max().item<int64_t>();
-      TORCH_CHECK(lo >= -1 && hi < len_k, kOp, "sink_index values must be in [-1, len_k) = [-1, ",
-                  len_k, ") (-1 = no sink in that row), got values in [", lo, ", ", hi, "]");
-    }
     call.sink_index = s.contiguous();
+    if (check_values) {
+      const int64_t* values = call.sink_index.data_ptr<int64_t>();
+      for (int64_t b = 0; b < batch; ++b) {
+        TORCH_CHECK(values[b] >= -1 && values[b] < len_k, kOp,
+                    "sink_index values must be in [-1, len_k) = [-1, ", len_k,
+                    ") (-1 = no sink in that row), got ", values[b], " for batch row ", b);
+      }
+    }
     p.sink_index = call.sink_index.data_ptr<int64_t>();
   }
 
