@@ -48,10 +48,14 @@ MaskKind mask_kind_of(const at::Tensor& mask) {
 }
 
 // BLAS-style kernels need a unit stride along head_dim and rows at least head_dim apart.
+// (Strides of size-1 dims are arbitrary, even in "contiguous" tensors: row_stride() fixes them.)
 at::Tensor with_dense_rows(const at::Tensor& t) {
-  const bool ok = t.stride(3) == 1 && (t.size(2) <= 1 || t.stride(2) >= t.size(3));
+  const bool ok = (t.stride(3) == 1 || t.size(3) == 1) && (t.size(2) <= 1 || t.stride(2) >= t.size(3));
   return ok ? t : t.contiguous();
 }
+
+// The stride between positions, made a valid BLAS leading dimension when there is one position.
+int64_t row_stride(const at::Tensor& t) { return t.size(2) <= 1 ? t.size(3) : t.stride(2); }
 
 void check_same_device(const at::Tensor& t, const at::Tensor& q, const char* name) {
   TORCH_CHECK(t.device() == q.device(), kOp, name, " is on ", t.device(), " but q is on ",
@@ -174,11 +178,14 @@ SinkAttentionCall prepare_sink_attention(const at::Tensor& q, const at::Tensor& 
   p.k = call.k.data_ptr();
   p.v = call.v.data_ptr();
   p.log_gamma = call.log_gamma.data_ptr<float>();
-  for (int d = 0; d < 3; ++d) {
+  for (int d = 0; d < 2; ++d) {
     p.q_stride[d] = call.q.stride(d);
     p.k_stride[d] = call.k.stride(d);
     p.v_stride[d] = call.v.stride(d);
   }
+  p.q_stride[2] = row_stride(call.q);
+  p.k_stride[2] = row_stride(call.k);
+  p.v_stride[2] = row_stride(call.v);
 
   call.out = at::empty({batch, heads_q, len_q, head_dim}, q.options());
   call.lse = at::empty({batch, heads_q, len_q}, q.options().dtype(at::kFloat));
