@@ -229,7 +229,7 @@ def test_custom_scale_and_noncontiguous_inputs():
     assert_matches_reference(q, k, v, log_gamma, is_causal=True, scale=0.3)
     assert_matches_reference(q, expanded_k, v, log_gamma, is_causal=True)
     # One key whose position stride is 0 and whose head_dim stride is irrelevant: still valid.
-    one_key = torch.randn(64, generator=gen).as_strided((2, 2, 1, 64), (0, 64, 0, 1))
+    one_key = torch.randn(128, generator=gen).as_strided((2, 2, 1, 64), (0, 64, 0, 1))
     one_value = torch.randn(2, 2, 1, 64, generator=gen)
     assert_matches_reference(q[:, :, -1:], one_key, one_value, log_gamma, is_causal=True)
 
