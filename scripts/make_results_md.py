@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 SIGNIFICANCE = 0.05
+# Table order: the default model and the classification task first; unknown names after, by name.
+MODEL_ORDER = ("smollm2", "gemma3")
+TASK_ORDER = ("sentiment", "capitals", "elements")
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -22,7 +25,16 @@ def load_runs(folder: Path) -> list[dict]:
             runs.append(dict(name=path.parent.name, results=json.load(f)))
     if not runs:
         raise SystemExit(f"{folder}: no */results.json found (run scripts/run_results_matrix.py first)")
-    return runs
+    return sorted(runs, key=run_order)
+
+
+def run_order(run: dict) -> tuple:
+    d = describe(run)
+
+    def rank(name: str, order: tuple) -> tuple:
+        return (order.index(name), "") if name in order else (len(order), name)
+
+    return (*rank(d["model"], MODEL_ORDER), *rank(d["task"], TASK_ORDER), d["objective"])
 
 
 def pct(x: float) -> str:
@@ -152,6 +164,8 @@ def settings_lines(runs: list[dict]) -> list[str]:
         "names no offered answer (the paper's scorer counts those as wrong).",
         "- Label-bias baseline: the untouched model's answer distribution divided by its mean over the "
         "calibration inputs (fitted on the calibration split, like gamma).",
+        "- `passes`, `minutes`, `seconds`: forward passes (batches) and wall time of tuning plus test "
+        "evaluation (model loading excluded), on the project's 2-core CPU machine.",
     ]
 
 
