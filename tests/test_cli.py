@@ -9,7 +9,7 @@ import pytest
 
 from zerotuning.cli import build_parser, main
 
-from test_scoring_support import save_tiny_model_folder, sentiment_rows, write_jsonl
+from scoring_support import save_tiny_model_folder, sentiment_rows, write_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,7 @@ from zerotuning.scoring import (
 )
 from zerotuning.tasks import SplitPlan, TaskRequest, load_task
 
-from test_scoring_support import sentiment_rows, tiny_lm, word_tokenizer, write_jsonl
+from scoring_support import sentiment_rows, tiny_lm, word_tokenizer, write_jsonl
 
 
 class ChunkTokenizer:

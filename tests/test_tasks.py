@@ -21,7 +21,7 @@ from zerotuning.tasks import (
 from zerotuning.tasks import builtin as builtin_module
 from zerotuning.tasks.hub import HUB_SPLIT_COLUMN
 
-from test_scoring_support import sentiment_rows, write_jsonl
+from scoring_support import sentiment_rows, write_jsonl
 
 
 def _write_csv(path, rows, delimiter=","):

@@ -10,7 +10,7 @@ from zerotuning.scoring import CostLedger, Scorer, prepare_task
 from zerotuning.tasks import SplitPlan, TaskRequest, load_task
 from zerotuning.tuning.model_profiles import ModelProfiles, profile_scorer
 
-from test_scoring_support import sentiment_rows, tiny_lm, word_tokenizer, write_jsonl
+from scoring_support import sentiment_rows, tiny_lm, word_tokenizer, write_jsonl
 
 
 @pytest.fixture(scope="module")
