@@ -1,6 +1,4 @@
 """Tiny, download-free stand-ins for the engine tests: a word-level tokenizer, a matching random model, toy data.
-
-(No tests here; the module is shared by the scoring, tuning and CLI tests.)
 """
 
 from __future__ import annotations
