@@ -1,5 +1,4 @@
-"""Tiny, download-free stand-ins for the engine tests: a word-level tokenizer, a matching random model, toy data.
-"""
+"""Tiny, download-free stand-ins for the engine tests: a word-level tokenizer, a matching random model, toy data."""
 
 from __future__ import annotations
 
