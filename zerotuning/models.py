@@ -220,6 +220,9 @@ def ensure_bos(tokenizer, *, add: bool = True) -> BosCheck:
         logger.warning("the tokenizer does not prepend its BOS token %r; the first prompt token is the sink", tokenizer.bos_token)
         return BosCheck(bos_token=tokenizer.bos_token, bos_token_id=bos_id, added=False, sink="first_prompt_token")
     tokenizer.add_bos_token = True
+    if _first_real_tokens(tokenizer) != expected:
+        # transformers 4.x: a generic fast tokenizer ignores add_bos_token; prepend by template.
+        _prepend_bos_by_template(tokenizer)
     firsts = _first_real_tokens(tokenizer)
     second = tokenizer(_PROBE_TEXTS[0])["input_ids"][1:2]
     if firsts != expected or second == [bos_id]:
@@ -235,6 +238,21 @@ def ensure_bos(tokenizer, *, add: bool = True) -> BosCheck:
         bos_id,
     )
     return BosCheck(bos_token=tokenizer.bos_token, bos_token_id=bos_id, added=True, sink="bos")
+
+
+def _prepend_bos_by_template(tokenizer) -> None:
+    """Run the tokenizer's own post-processing, then put BOS in front of every sequence."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return  # a slow tokenizer: the caller's re-check raises with advice
+    from tokenizers import processors
+
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    template = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+    )
+    existing = backend.post_processor
+    backend.post_processor = template if existing is None else processors.Sequence([existing, template])
 
 
 def _first_real_tokens(tokenizer) -> list[int]:
@@ -255,15 +273,19 @@ def _require_gguf_dependencies(source: ModelSource) -> None:
 
 
 def _from_pretrained(source: ModelSource, dtype: torch.dtype, attn_implementation: str | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if source.gguf_file is not None:
-        # Always dense: packed GGUF modules (used when a `kernels` matmul is available) and the
-        # ggml attention kernel they bring along would bypass ZeroTuning's attention.
-        kwargs.update(gguf_file=source.gguf_file, quantization_config=GgufConfig(dequantize=True))
+        kwargs["gguf_file"] = source.gguf_file
+        if hasattr(transformers, "GgufConfig"):
+            # transformers 5: always dense. Packed GGUF modules (used when a `kernels` matmul is
+            # available) and the ggml attention kernel they bring would bypass our attention.
+            # (transformers 4 always dequantizes GGUF weights.)
+            kwargs["quantization_config"] = transformers.GgufConfig(dequantize=True)
         tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
         return AutoModelForCausalLM.from_pretrained(source.location, **kwargs), tokenizer
     if source.kind == "directory":
