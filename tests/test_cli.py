@@ -17,7 +17,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_every_option_of_every_command_is_explained(capsys):
     parser = build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(commands.choices) == {"tune", "evaluate", "profile-heads"}
+    assert set(commands.choices) == {"tune", "evaluate", "probe-heads"}
     for name, subparser in commands.choices.items():
         for action in subparser._actions:
             assert action.help and len(action.help) > 10, (name, action.dest)
@@ -87,10 +87,10 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     assert json.loads((out / "evaluation_predictions.json").read_text()) == predictions
 
 
-def test_profile_heads_per_layer_and_head(workspace, capsys):
+def test_probe_heads_per_layer_and_head(workspace, capsys):
     root, model_folder, data = workspace
     out = root / "heads"
-    code = main(["profile-heads", "--model", str(model_folder), "--task", str(data), "--granularity", "layer_head", "--batch-size", "16", "--out", str(out)])
+    code = main(["probe-heads", "--model", str(model_folder), "--task", str(data), "--granularity", "layer_head", "--batch-size", "16", "--out", str(out)])
     assert code == 0 and "dominant" in capsys.readouterr().out
     effects = json.loads((out / "head_effects.json").read_text())
     assert len(effects["head_profile"]["effects"]) == 2 * 4

@@ -159,6 +159,12 @@ def test_a_copied_model_fails_loudly(batch):
     clone = copy.deepcopy(model)
     with pytest.raises(RuntimeError, match="zerotuning.apply"), torch.no_grad():
         clone(batch[0], attention_mask=batch[1])
+    # The original is unaffected, and the copy runs once it is removed and applied again.
+    expected = logits(model, *batch)
+    remove(clone)
+    apply(clone, mixed_profile(clone))
+    assert torch.equal(logits(clone, *batch), expected)
+    assert torch.equal(logits(model, *batch), expected)
 
 
 def test_a_failed_switch_leaves_the_model_untouched(batch, monkeypatch):

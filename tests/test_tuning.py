@@ -1,20 +1,21 @@
-"""Objectives, grid search, head profiling and the three levels, on synthetic objectives with known optima."""
+"""Objectives, grid search, head probing and the three levels, on synthetic objectives with known optima."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from zerotuning import ModelIdentity, Profile
 from zerotuning.scoring import CostLedger, ScoredSplit
 from zerotuning.tuning import (
+    CandidateSpace,
     ScoreCache,
     TuningConfig,
     best_candidate,
     make_objective,
-    profile_heads,
+    probe_heads,
     search_gamma,
     tune,
 )
@@ -41,27 +42,9 @@ def fake_scored(accuracy: float, answer_margin: float = 1.0, vocab_entropy: floa
     )
 
 
-@dataclass
-class FakeProfile:
-    gammas: list[list[float]]
-
-
-class FakeSpace:
-    def __init__(self, num_layers: int = 3, num_heads: int = 4, layers: tuple[int, ...] | None = None):
-        self.num_layers, self.num_heads = num_layers, num_heads
-        self.layers = layers if layers is not None else tuple(range(num_layers))
-
-    def neutral(self):
-        return FakeProfile([[1.0] * self.num_heads for _ in range(self.num_layers)])
-
-    def uniform(self, gamma):
-        return FakeProfile([[gamma if layer in self.layers else 1.0] * self.num_heads for layer in range(self.num_layers)])
-
-    def for_heads(self, gamma, heads):
-        profile = self.neutral()
-        for layer, head in heads:
-            profile.gammas[layer][head] = gamma
-        return profile
+def synthetic_space(num_layers: int = 3, num_heads: int = 4, layers: tuple[int, ...] | None = None) -> CandidateSpace:
+    """The candidates of a model shape with no model behind it (the scorer below stands in for one)."""
+    return CandidateSpace(ModelIdentity("synthetic", num_layers, num_heads, num_heads), layers)
 
 
 def preference(gamma: float, best: float = 3.0) -> float:
@@ -74,7 +57,7 @@ def preference(gamma: float, best: float = 3.0) -> float:
 HEAD_SIGNS = (1.0, 1.0, -1.0, 0.0)
 
 
-def synthetic_accuracy(profile: FakeProfile, layer_zero_only: bool = False) -> float:
+def synthetic_accuracy(profile: Profile, layer_zero_only: bool = False) -> float:
     total = 0.5
     for layer, row in enumerate(profile.gammas):
         for head, gamma in enumerate(row):
@@ -138,9 +121,9 @@ def test_unsupervised_objective_follows_the_chosen_entropy():
         make_objective("unsupervised", "tokens")
 
 
-def test_head_profiling_per_head_index_finds_up_down_and_neutral_heads():
-    space, scorer = FakeSpace(), CountingScorer()
-    result = profile_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), probe_gamma=2.0, granularity="head")
+def test_head_probing_per_head_index_finds_up_down_and_neutral_heads():
+    space, scorer = synthetic_space(), CountingScorer()
+    result = probe_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), probe_gamma=2.0, granularity="head")
     assert [effect.kind for effect in result.effects] == ["up", "up", "down", "neutral"]
     assert scorer.calls == 4
     assert result.dominant_kind() == "up"
@@ -149,27 +132,27 @@ def test_head_profiling_per_head_index_finds_up_down_and_neutral_heads():
     assert result.effects[0].key_change[0] > 0 > result.effects[2].key_change[0]
 
 
-def test_head_profiling_with_a_probe_below_one_mirrors_the_verdict():
-    result = profile_heads(FakeSpace(), CountingScorer(), make_objective("supervised"), fake_scored(0.5), probe_gamma=0.5)
+def test_head_probing_with_a_probe_below_one_mirrors_the_verdict():
+    result = probe_heads(synthetic_space(), CountingScorer(), make_objective("supervised"), fake_scored(0.5), probe_gamma=0.5)
     assert [effect.kind for effect in result.effects] == ["up", "up", "down", "neutral"]
 
 
-def test_head_profiling_per_layer_and_head_probes_each_pair():
-    space, scorer = FakeSpace(layers=(0, 2)), CountingScorer(layer_zero_only=True)
-    result = profile_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), granularity="layer_head")
+def test_head_probing_per_layer_and_head_probes_each_pair():
+    space, scorer = synthetic_space(layers=(0, 2)), CountingScorer(layer_zero_only=True)
+    result = probe_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), granularity="layer_head")
     assert scorer.calls == 2 * 4
     kinds = {(effect.layer, effect.head): effect.kind for effect in result.effects}
     assert kinds == {(0, 0): "up", (0, 1): "up", (0, 2): "down", (0, 3): "neutral", **{(2, h): "neutral" for h in range(4)}}
     matrix = result.effect_matrix()
     assert matrix.shape == (3, 4) and np.isnan(matrix[1]).all() and (matrix[2] == 0).all()
     with pytest.raises(ValueError, match="granularity: got 'layer'"):
-        profile_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), granularity="layer")
+        probe_heads(space, scorer, make_objective("supervised"), fake_scored(0.5), granularity="layer")
 
 
 def test_three_levels_share_the_baseline_and_the_cache_and_level_two_wins():
     ledger, scorer = CostLedger(), CountingScorer()
     cached = ScoreCache(scorer, ledger)
-    space = FakeSpace()
+    space = synthetic_space()
     with ledger.stage("baseline"):
         baseline = cached(space.neutral(), "baseline")
     config = TuningConfig(levels=(0, 1, 2), fixed_gamma=2.0, gammas=(0.5, 1.5, 2.0, 2.5, 3.0, 4.0), probe_gamma=2.0)
@@ -194,7 +177,7 @@ def test_three_levels_share_the_baseline_and_the_cache_and_level_two_wins():
 
 def test_level_two_stays_neutral_when_no_head_matters_and_rejects_a_grid_on_the_wrong_side():
     ledger = CostLedger()
-    space = FakeSpace()
+    space = synthetic_space()
     constant = ScoreCache(lambda profile, description: fake_scored(0.5), ledger)
     baseline = constant(space.neutral(), "b")
     result = tune(space, constant, make_objective("supervised"), TuningConfig(levels=(2,)), ledger, baseline)
@@ -215,12 +198,12 @@ def test_tuning_config_validates_levels_and_gammas():
 def test_plots_of_a_tuning_run_are_written_as_png(tmp_path):
     from zerotuning.plots import plot_head_effects, plot_metric_vs_gamma
 
-    ledger, space = CostLedger(), FakeSpace()
+    ledger, space = CostLedger(), synthetic_space()
     cached = ScoreCache(CountingScorer(), ledger)
     result = tune(space, cached, make_objective("supervised"), TuningConfig(gammas=(0.5, 2.0, 3.0)), ledger, cached(space.neutral(), "b"))
     written = [
         plot_metric_vs_gamma(result, "accuracy", tmp_path / "metric.png"),
-        plot_head_effects(result.levels[2].head_profile, "accuracy", tmp_path / "sub" / "heads.png"),
+        plot_head_effects(result.levels[2].head_probes, "accuracy", tmp_path / "sub" / "heads.png"),
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

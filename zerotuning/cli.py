@@ -1,9 +1,12 @@
-"""The ``zerotuning`` console script: ``tune``, ``evaluate`` and ``profile-heads``."""
+"""The ``zerotuning`` console script: ``tune``, ``evaluate`` and ``probe-heads``.
+
+It parses the options, calls the engine (``zerotuning.tuning``) and prints; what a run records and
+writes is ``zerotuning.tuning.run_record``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,16 +14,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from .evaluation.report import format_table
-from .models import load_model, load_record
+from .models import load_model
 from .profile import Profile
 from .tasks.columns import ANSWER_FORMATS, ColumnMapping
 from .tasks.files import FILE_FORMATS
 from .tasks.loader import TaskRequest, load_task
 from .tasks.splits import SplitPlan
 from .tasks.task import TASK_KINDS
-from .tuning.head_profiling import GRANULARITIES
+from .tuning.head_probing import GRANULARITIES
 from .tuning.objectives import ENTROPY_CHOICES
-from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, LevelResult, TuningConfig
+from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, TuningConfig
 
 if TYPE_CHECKING:
     from .tuning.experiment import RunSettings
@@ -83,20 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="also write the evaluation as JSON to this file")
     evaluate.set_defaults(command_function=_evaluate)
 
-    profile = commands.add_parser(
-        "profile-heads",
-        help="probe each head's effect on the calibration objective (Level 2's first step) and plot it",
+    probe = commands.add_parser(
+        "probe-heads",
+        help="probe each head's effect on the calibration objective (Level 2's first step) and plot it; tunes nothing",
         description="Scale the sink of one head index in every layer (or of one (layer, head)) by --probe-gamma and "
-        "measure the change of the calibration objective. Writes head_effects.json and head_effects.png into --out.",
+        "measure the change of the calibration objective, classifying each probe as up-effective, down-effective "
+        "or neutral. Writes head_effects.json and head_effects.png into --out; writes no profile.",
         formatter_class=_HelpFormatter,
     )
-    _add_model_options(profile, model_default="smollm2")
-    _add_task_options(profile, task_required=True)
-    _add_run_options(profile)
-    _add_objective_options(profile)
-    _add_probe_options(profile)
-    profile.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
-    profile.set_defaults(command_function=_profile_heads)
+    _add_model_options(probe, model_default="smollm2")
+    _add_task_options(probe, task_required=True)
+    _add_run_options(probe)
+    _add_objective_options(probe)
+    _add_probe_options(probe)
+    probe.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
+    probe.set_defaults(command_function=_probe_heads)
     return parser
 
 
@@ -168,7 +172,7 @@ def _add_objective_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_probe_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("head profiling")
+    group = parser.add_argument_group("head probing")
     group.add_argument("--probe-gamma", type=float, default=2.0, help="gamma each probe applies to the probed heads")
     group.add_argument("--granularity", choices=GRANULARITIES, default="head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)")
 
@@ -176,7 +180,7 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
 def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
     _add_objective_options(parser)
     group = parser.add_argument_group("levels")
-    group.add_argument("--levels", type=_int_list, default=",".join(map(str, LEVELS)), help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head profiling + grid on the dominant kind")
+    group.add_argument("--levels", type=_int_list, default=",".join(map(str, LEVELS)), help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind")
     group.add_argument("--fixed-gamma", type=float, default=2.0, help="level 0's gamma")
     group.add_argument("--gammas", type=_float_list, default=",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS), help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need)")
     _add_probe_options(parser)
@@ -187,28 +191,15 @@ def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .plots import plot_head_effects, plot_metric_vs_gamma
+    from .tuning import run_record
     from .tuning.experiment import run_tuning
 
     settings = _settings(args, TuningConfig(tuple(args.levels), args.fixed_gamma, tuple(args.gammas), args.probe_gamma, args.granularity))
     request = _task_request(args)
     task = load_task(request)  # before the model: a bad task fails fast
-    model, tokenizer, model_info = _load_model(args)
-    results, tuning = run_tuning(model, tokenizer, task, settings, model_info)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for level, level_result in tuning.levels.items():
-        _annotate(level_result.profile, level_result, request, settings, _model_spec_to_record(args.model))
-        level_result.profile.save(args.out / f"profile_level{level}.json")
-    tuning.selected.profile.save(args.out / "profile.json")
-    objective = settings.make_objective()
-    results["files"] = {
-        "profile": str(args.out / "profile.json"),
-        "metric_vs_gamma": str(plot_metric_vs_gamma(tuning, objective.metric, args.out / "metric_vs_gamma.png")),
-    }
-    if 2 in tuning.levels:
-        head_effects = plot_head_effects(tuning.levels[2].head_profile, objective.to_json()["key"][0], args.out / "head_effects.png")
-        results["files"]["head_effects"] = str(head_effects)
-    _write_results(results, args.out / "results.json", args.out / "predictions.json")
+    model, tokenizer = _load_model(args)
+    results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
+    run_record.write_tuning_run(args.out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
     print(f"selected level {tuning.selected_level}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
     print(format_table(results["test"]))
     print(f"cost: {results['cost']['total']['forward_passes']} forward passes, {results['cost']['total']['seconds']:.1f} s")
@@ -217,44 +208,37 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .tuning import run_record
     from .tuning.experiment import run_evaluation
 
     if not args.profile.is_file():
         raise FileNotFoundError(f"--profile: {str(args.profile)!r} does not exist")
     profile = Profile.load(args.profile)
-    recorded = profile.metadata.get("zerotuning", {})
+    recorded = run_record.RecordedRun.of(profile, args.profile)
     for option in ("model", "shots", "seed"):
-        if getattr(args, option) is None:
-            if option not in recorded:
-                raise ValueError(f"--{option} is not given and the profile {str(args.profile)!r} records none")
-            setattr(args, option, recorded[option])
-    if args.task is None and "task_request" not in recorded:
-        raise ValueError(f"--task is not given and the profile {str(args.profile)!r} records no task")
-    request = _task_request(args) if args.task is not None else TaskRequest.from_json(recorded["task_request"])
+        setattr(args, option, recorded.setting(option, getattr(args, option)))
+    request = _task_request(args) if args.task is not None else recorded.task_request()
     settings = _settings(args, TuningConfig())
     task = load_task(request)
-    model, tokenizer, model_info = _load_model(args)
-    results = run_evaluation(model, tokenizer, task, profile, settings, model_info)
-    print(f"profile {args.profile}: level {recorded.get('level', '?')}, gamma {recorded.get('gamma', '?')}")
+    model, tokenizer = _load_model(args)
+    results = run_evaluation(model, tokenizer, task, profile, settings, run_record.describe_model(model))
+    print(f"profile {args.profile}: {recorded.describe()}")
     print(format_table(results["test"]))
     if args.out is not None:
-        _write_results(results, args.out, args.out.with_name(args.out.stem + "_predictions.json"))
+        run_record.write_evaluation(results, args.out)
         print(f"wrote {args.out}")
     return 0
 
 
-def _profile_heads(args: argparse.Namespace) -> int:
-    from .plots import plot_head_effects
-    from .tuning.experiment import run_head_profiling
+def _probe_heads(args: argparse.Namespace) -> int:
+    from .tuning import run_record
+    from .tuning.experiment import run_head_probing
 
     settings = _settings(args, TuningConfig(probe_gamma=args.probe_gamma, granularity=args.granularity))
     task = load_task(_task_request(args))
-    model, tokenizer, model_info = _load_model(args)
-    results, head_profile = run_head_profiling(model, tokenizer, task, settings, model_info)
-    args.out.mkdir(parents=True, exist_ok=True)
-    head_effects = plot_head_effects(head_profile, settings.make_objective().to_json()["key"][0], args.out / "head_effects.png")
-    results["files"] = {"head_effects": str(head_effects)}
-    _write_results(results, args.out / "head_effects.json", None)
+    model, tokenizer = _load_model(args)
+    results, head_probes = run_head_probing(model, tokenizer, task, settings, run_record.describe_model(model))
+    run_record.write_head_probing_run(args.out, results, head_probes, settings)
     counts = results["head_profile"]["counts"]
     print(f"{counts['up']} up-effective, {counts['down']} down-effective, {counts['neutral']} neutral probes; dominant: {results['head_profile']['dominant_kind']}")
     print(f"wrote {args.out}")
@@ -302,44 +286,7 @@ def _task_request(args: argparse.Namespace) -> TaskRequest:
 
 
 def _load_model(args: argparse.Namespace):
-    """The model, its tokenizer, and a JSON-ready description (load record, class, identity, size)."""
-
-    model, tokenizer = load_model(args.model, dtype=DTYPES[args.dtype], device=args.device)
-    info = {
-        "load": load_record(model),
-        "class": type(model).__name__,
-        "identity": Profile.neutral(model).identity.to_json(),
-        "parameters": sum(parameter.numel() for parameter in model.parameters()),
-    }
-    return model, tokenizer, info
-
-
-def _model_spec_to_record(spec: str) -> str:
-    """A local model folder or file as an absolute path (`evaluate` may run from another folder)."""
-    return str(Path(spec).resolve()) if Path(spec).exists() else spec
-
-
-def _annotate(profile: Profile, level_result: LevelResult, request: TaskRequest, settings: RunSettings, model_spec: str) -> None:
-    """Record in the profile how it was tuned, so `evaluate` can rebuild the same task and prompts."""
-    profile.metadata["zerotuning"] = {
-        "level": level_result.level,
-        "gamma": level_result.gamma,
-        "heads": level_result.to_json()["heads"],
-        "calibration": level_result.scored.summary(),
-        "model": model_spec,
-        "task_request": request.to_json(),
-        "shots": settings.shots,
-        "seed": settings.seed,
-        "settings": settings.to_json(),
-    }
-
-
-def _write_results(results: dict, path: Path, predictions_path: Path | None) -> None:
-    predictions = results.pop("predictions", None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    if predictions is not None and predictions_path is not None:
-        predictions_path.write_text(json.dumps(predictions, indent=1) + "\n", encoding="utf-8")
+    return load_model(args.model, dtype=DTYPES[args.dtype], device=args.device)
 
 
 def _heads_text(heads) -> str:

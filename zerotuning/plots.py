@@ -10,7 +10,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .tuning.head_profiling import DOWN, NEUTRAL, UP, HeadProfile
+from .atomic_files import replacing
+from .tuning.head_probing import DOWN, NEUTRAL, UP, HeadProbes
 from .tuning.tuner import TuningResult
 
 
@@ -24,7 +25,7 @@ def plot_metric_vs_gamma(result: TuningResult, metric: str, path: str | Path) ->
     for level, style in ((1, "o-"), (2, "s-")):
         if level in result.levels and result.levels[level].candidates:
             candidates = result.levels[level].candidates
-            heads = "all heads" if level == 1 else f"{result.levels[level].head_profile.dominant_kind()}-effective heads"
+            heads = "all heads" if level == 1 else f"{result.levels[level].head_probes.dominant_kind()}-effective heads"
             axes.plot([c.gamma for c in candidates], [c.metrics[metric] for c in candidates], style, label=f"level {level} ({heads})")
     if 0 in result.levels:
         level0 = result.levels[0]
@@ -40,22 +41,22 @@ def plot_metric_vs_gamma(result: TuningResult, metric: str, path: str | Path) ->
     return _save(figure, path)
 
 
-def plot_head_effects(head_profile: HeadProfile, objective_label: str, path: str | Path) -> Path:
+def plot_head_effects(head_probes: HeadProbes, objective_label: str, path: str | Path) -> Path:
     """Heat-map of each probe's change of the objective's first component (red: better with the probe, blue:
     worse), marked + for up-effective and - for down-effective probes (ties of the first component are
     decided by the next one, so a pale cell can carry a mark)."""
-    matrix = head_profile.effect_matrix()
+    matrix = head_probes.effect_matrix()
     changes = np.abs(matrix[np.isfinite(matrix)])
     limit = float(changes.max()) if changes.size and changes.max() > 0 else 1.0  # a symmetric colour scale
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.35 * head_profile.num_heads + 2), max(2.2, 0.3 * matrix.shape[0] + 1.6)))
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.35 * head_probes.num_heads + 2), max(2.2, 0.3 * matrix.shape[0] + 1.6)))
     image = axes.imshow(matrix, cmap="coolwarm", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-    for effect in head_profile.effects:  # the colour shows the first key component; the mark shows the verdict
+    for effect in head_probes.effects:  # the colour shows the first key component; the mark shows the verdict
         axes.text(effect.head, 0 if effect.layer is None else effect.layer, VERDICT_MARKS[effect.kind], ha="center", va="center", fontsize=8)
     axes.set_xlabel("query head")
-    axes.set_ylabel("layer" if head_profile.granularity == "layer_head" else "")
-    if head_profile.granularity == "head":
+    axes.set_ylabel("layer" if head_probes.granularity == "layer_head" else "")
+    if head_probes.granularity == "head":
         axes.set_yticks([0], ["all layers"])
-    axes.set_title(f"{objective_label}: probe (gamma {head_profile.probe_gamma:g}) - baseline", fontsize="medium")
+    axes.set_title(f"{objective_label}: probe (gamma {head_probes.probe_gamma:g}) - baseline", fontsize="medium")
     figure.colorbar(image, ax=axes)
     return _save(figure, path)
 
@@ -64,6 +65,9 @@ def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        with replacing(path) as temporary:
+            figure.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
     return path

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .atomic_files import write_text_atomically
+
 SCHEMA_VERSION = 1
 
 
@@ -90,6 +92,10 @@ def _checked_gamma(value: Any, where: str) -> float:
     return float(value)
 
 
+def _identity_of(model: Any) -> ModelIdentity:
+    return model if isinstance(model, ModelIdentity) else ModelIdentity.of(model)
+
+
 def _is_index(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -99,7 +105,7 @@ class Profile:
     """Per-layer, per-query-head gammas (1.0 = head untouched) for one model shape.
 
     ``gammas[layer][head]`` scales the attention that query head ``head`` of layer ``layer``
-    pays to the row's sink key (METHOD.md §1). ``metadata`` is free-form JSON-able data
+    pays to the row's sink key (docs/method.md). ``metadata`` is free-form JSON-able data
     (task, objective, level, seeds, ...).
     """
 
@@ -133,16 +139,18 @@ class Profile:
         except (TypeError, ValueError) as error:
             raise ValueError(f"Profile.metadata must be JSON-serialisable: {error}") from None
 
+    # The constructors take a loaded model or the ModelIdentity of one.
+
     @classmethod
     def neutral(cls, model: Any) -> "Profile":
         """Every gamma 1.0: applying it leaves the model's outputs unchanged."""
-        identity = ModelIdentity.of(model)
+        identity = _identity_of(model)
         return cls(identity, [[1.0] * identity.num_heads for _ in range(identity.num_layers)])
 
     @classmethod
     def uniform(cls, model: Any, gamma: float, layers: Iterable[int] | None = None) -> "Profile":
         """``gamma`` on every head of ``layers`` (None: all layers), 1.0 elsewhere."""
-        identity = ModelIdentity.of(model)
+        identity = _identity_of(model)
         gamma = _checked_gamma(gamma, "Profile.uniform")
         chosen = set(range(identity.num_layers)) if layers is None else set(_checked_layers(layers, identity))
         rows = [[gamma if layer in chosen else 1.0] * identity.num_heads for layer in range(identity.num_layers)]
@@ -151,7 +159,7 @@ class Profile:
     @classmethod
     def for_heads(cls, model: Any, gamma: float, heads: Iterable[tuple[int, int]]) -> "Profile":
         """``gamma`` on the given (layer, query_head) pairs, 1.0 elsewhere."""
-        identity = ModelIdentity.of(model)
+        identity = _identity_of(model)
         gamma = _checked_gamma(gamma, "Profile.for_heads")
         rows = [[1.0] * identity.num_heads for _ in range(identity.num_layers)]
         for pair in heads:
@@ -191,9 +199,9 @@ class Profile:
         return cls(ModelIdentity.from_json(data["identity"]), data["gammas"], data.get("metadata", {}))
 
     def save(self, path: str | Path) -> Path:
-        """Write the profile as JSON; returns the path."""
+        """Write the profile as UTF-8 JSON, atomically (an earlier file survives a failed write); returns the path."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        write_text_atomically(path, json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
         return path
 
     @classmethod
@@ -201,7 +209,7 @@ class Profile:
         """Read and validate a profile written by ``save``."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"profile {str(path)!r} is not valid JSON: {error}") from None
         try:

@@ -1,7 +1,7 @@
 """Plain PyTorch sink attention: the definition the kernels are tested against.
 
 It materialises every score matrix, so it is for tests and readers, never for models.
-Semantics (METHOD.md §1), shared with ``torch.ops.zerotuning.sink_attention``:
+Semantics (docs/method.md), shared with ``torch.ops.zerotuning.sink_attention``:
 
 * scores ``s = scale * q k^T``; Gemma-style ``softcap * tanh(s / softcap)`` when softcap is set;
   then the additive part of ``attn_mask``; then ``log_gamma[h]`` on the sink key of the row.

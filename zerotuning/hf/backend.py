@@ -6,7 +6,8 @@ function silently receives no mask at all (and so loses causal and padding maski
 * The mask function builds transformers' own boolean mask (``sdpa_mask``) and records each
   row's sink for the layers of that mask kind (see ``sinks.py``).
 * The attention function calls ``zerotuning.sink_attention`` with the layer's log-gammas, read
-  from a buffer on the attention module: an attribute look-up, no host sync, no new tensor.
+  from a buffer on the attention module (``prepare_module`` puts it there, ``release_module``
+  takes it off): an attribute look-up, no host sync, no new tensor.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from . import sinks
 
 BACKEND_NAME = "zerotuning"
 LOG_GAMMA_BITS = "zerotuning_log_gamma_bits"
-SINK_STATE = "zerotuning_sink_state"
 
 # Keyword arguments some models pass that this backend cannot honour: refuse, never ignore.
 _UNSUPPORTED_KWARGS = {
@@ -32,6 +32,22 @@ _UNSUPPORTED_KWARGS = {
     "cu_seq_lens_q": "packed variable-length sequences",
     "cu_seq_lens_k": "packed variable-length sequences",
 }
+
+
+def prepare_module(module: torch.nn.Module, num_heads: int, device: torch.device) -> None:
+    """Give an attention module its [num_heads] log-gamma buffer, all zeros (gamma = 1)."""
+    bits = torch.zeros(num_heads, dtype=torch.int32, device=device)
+    module.register_buffer(LOG_GAMMA_BITS, bits, persistent=False)
+
+
+def set_log_gammas(module: torch.nn.Module, log_gammas: torch.Tensor) -> None:
+    """Copy float32 [num_heads] log-gammas into a prepared module's buffer, in place (compiled graphs keep it)."""
+    getattr(module, LOG_GAMMA_BITS).copy_(log_gammas.view(torch.int32))
+
+
+def release_module(module: torch.nn.Module) -> None:
+    """Undo ``prepare_module``."""
+    delattr(module, LOG_GAMMA_BITS)
 
 
 def log_gamma_of(module: torch.nn.Module) -> torch.Tensor:
@@ -70,13 +86,7 @@ def zerotuning_attention(
     kv_length = key.shape[-2]
     if attention_mask is not None and attention_mask.shape[-1] > kv_length:
         attention_mask = attention_mask[..., :kv_length]
-    state: sinks.SinkState | None = getattr(module, SINK_STATE, None)
-    if state is None:
-        raise RuntimeError(
-            f"zerotuning: attention module {type(module).__name__} runs with the zerotuning backend "
-            "but zerotuning.apply() did not prepare it"
-        )
-    sink_index = state.lookup(sinks.mask_kind(sliding_window), kv_length, query.device)
+    sink_index = sinks.recorded(module, sinks.mask_kind(sliding_window), kv_length, query.device)
     causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     # The mask function only lets transformers skip the mask where the kernel's end-aligned
     # causal diagonal equals sdpa's top-left one (one query, or as many queries as keys).
@@ -138,7 +148,7 @@ def zerotuning_mask(
         **kwargs,
     )
     sink_index = sinks.sink_index_per_row(attention_mask, batch_size, kv_offset, device)
-    sinks.state_for(config).record(sinks.mask_kind(local_size), kv_length, sink_index)
+    sinks.record(config, sinks.mask_kind(local_size), kv_length, sink_index)
     return mask
 
 

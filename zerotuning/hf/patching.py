@@ -4,6 +4,9 @@
 buffer per attention module, the sink state, the attention implementation switch); later calls
 only copy new log-gammas into the buffers in place, so compiled graphs keep working and the
 tuning engine can call it once per gamma candidate.
+
+This module only orchestrates: ``sinks`` owns the per-model sink state, ``backend`` the
+per-module gamma buffer, ``families`` where the attention modules and configs are.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class _Patch:
     identity: ModelIdentity
     modules: list[torch.nn.Module]
     previous_implementations: list[tuple[Any, Any]]  # (config, its _attn_implementation before apply)
-    hook: torch.utils.hooks.RemovableHandle
+    sink_attachment: sinks.SinkAttachment
     profile: Profile
 
 
@@ -53,7 +56,7 @@ def apply(model: torch.nn.Module, profile: Profile) -> torch.nn.Module:
 
 
 def remove(model: torch.nn.Module) -> torch.nn.Module:
-    """Undo ``apply``: the previous attention implementation, no buffers, no hooks.
+    """Undo ``apply``: the previous attention implementation, no buffers, no sink state, no hooks.
 
     A model that was never patched is returned unchanged, so cleanup code may call it freely.
     """
@@ -62,11 +65,8 @@ def remove(model: torch.nn.Module) -> torch.nn.Module:
         return model
     _restore_implementations(model, patch.previous_implementations)
     for module in patch.modules:
-        delattr(module, backend.LOG_GAMMA_BITS)
-        delattr(module, backend.SINK_STATE)
-    for config, _ in patch.previous_implementations:
-        sinks.unregister(config)
-    patch.hook.remove()
+        backend.release_module(module)
+    sinks.detach(patch.sink_attachment)
     delattr(model, PATCH_ATTRIBUTE)
     return model
 
@@ -99,17 +99,10 @@ def _install(model: torch.nn.Module, identity: ModelIdentity, modules: list[torc
     backend.register_backend()
     configs = families.model_configs(model, modules)
     previous = [(config, config._attn_implementation) for config in configs]
-    state = sinks.SinkState(type(model).__name__)
-    for config in configs:
-        sinks.register(config, state)
+    attachment = sinks.attach(model, configs, modules)  # may refuse a shared config: before any change
     for module, device in zip(modules, devices):
-        bits = torch.zeros(identity.num_heads, dtype=torch.int32, device=device)
-        module.register_buffer(backend.LOG_GAMMA_BITS, bits, persistent=False)
-        setattr(module, backend.SINK_STATE, state)
-    # Sinks live for one forward: a forward that builds no masks through our mask function
-    # must find none, rather than the previous forward's.
-    hook = model.register_forward_hook(lambda *_: state.clear(), always_call=True)
-    patch = _Patch(identity, modules, previous, hook, Profile.neutral(model))
+        backend.prepare_module(module, identity.num_heads, device)
+    patch = _Patch(identity, modules, previous, attachment, Profile.neutral(model))
     setattr(model, PATCH_ATTRIBUTE, patch)
     try:
         model.set_attn_implementation(backend.BACKEND_NAME)
@@ -127,9 +120,8 @@ def _install(model: torch.nn.Module, identity: ModelIdentity, modules: list[torc
 
 def _set_gammas(patch: _Patch, profile: Profile) -> None:
     log_gammas = torch.tensor([[math.log(g) for g in row] for row in profile.gammas], dtype=torch.float32)
-    bits = log_gammas.view(torch.int32)
     for layer, module in enumerate(patch.modules):
-        getattr(module, backend.LOG_GAMMA_BITS).copy_(bits[layer])
+        backend.set_log_gammas(module, log_gammas[layer])
     patch.profile = profile
 
 

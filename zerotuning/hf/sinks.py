@@ -3,23 +3,31 @@
 transformers builds one mask per mask kind (full attention, sliding window) per forward and
 hands it to every layer of that kind. Only the mask function sees the 2D padding mask and the
 cache offsets, so it is the one place that knows where the sink (the row's first kept token,
-METHOD.md §1) sits among a layer's keys: key ``j`` of a layer stands for absolute position
+docs/method.md) sits among a layer's keys: key ``j`` of a layer stands for absolute position
 ``kv_offset + j``, so the sink is key ``first_kept - kv_offset``, or none (-1) when a sliding
 cache has already dropped it. A layer whose window hides the sink from every query gets no bias
 from the operator itself (its mask hides the sink).
 
-The mask function records one ``[batch]`` int64 tensor per kind in the model's ``SinkState``;
-the attention function reads it back. The state is plain Python attributes and dicts, which
-``torch.compile`` traces as side effects, and it is cleared after each forward so that a
-forward whose masks did not come through our mask function fails loudly instead of reusing
-stale sinks.
+This module owns the per-model ``SinkState`` that carries these ``[batch]`` int64 tensors from
+the writer (``record``, called by the mask function, which is given the model's config) to the
+reader (``recorded``, called by the attention function, which is given the attention module).
+``attach`` ties a state to one model and ``detach`` unties it; the model owns the state, and
+nothing outlives a model dropped without ``detach``. The state is plain Python attributes and
+dicts, which ``torch.compile`` traces as side effects, and it is cleared after each forward so
+that a forward whose masks did not come through the mask function fails loudly instead of
+reusing stale sinks.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 FULL_ATTENTION = "full"
+_MODULE_ATTRIBUTE = "zerotuning_sink_state"
 
 
 def mask_kind(local_size: int | None) -> str:
@@ -80,24 +88,95 @@ class SinkState:
         return sink_index
 
 
-_STATES: dict[int, SinkState] = {}
+# id(config) -> a weak reference to the SinkState of the attached model that owns the config.
+# The mask function is given the config and nothing else of the model, and a transformers config
+# can neither carry the state (it serialises its __dict__: repr, save_pretrained, ==) nor key a
+# WeakKeyDictionary (it defines __eq__, so it is unhashable); a lookup through weak references to
+# the config (weakref.getweakrefs) is not traceable by torch.compile. So the map is keyed by
+# identity and holds nothing strongly: the model alone owns its state, and weakref.finalize drops
+# an entry as soon as its config or its state is freed. An entry never outlives its config, so a
+# recycled id never finds one.
+_ATTACHED: dict[int, weakref.ref] = {}
 
 
-def register(config: object, state: SinkState) -> None:
-    _STATES[id(config)] = state
+@dataclass
+class SinkAttachment:
+    """What ``attach`` put on a model: its state, where it is reachable from, and the clearing hook."""
+
+    state: SinkState
+    modules: list[torch.nn.Module]
+    configs: list[Any]
+    hook: torch.utils.hooks.RemovableHandle
+    state_ref: weakref.ref
+    finalizers: list[weakref.finalize]
 
 
-def unregister(config: object) -> None:
-    _STATES.pop(id(config), None)
+def attach(model: torch.nn.Module, configs: list[Any], modules: list[torch.nn.Module]) -> SinkAttachment:
+    """Give ``model`` one SinkState, written through ``configs`` and read by the attention ``modules``.
+
+    Raises ValueError, before any change, if a config already belongs to another attached model
+    (two models built on one config object would write into each other's sinks).
+    """
+    shared = [type(config).__name__ for config in configs if _state_of(config) is not None]
+    if shared:
+        raise ValueError(
+            f"{type(model).__name__}: its config ({', '.join(shared)}) is also the config of another model that "
+            "zerotuning.apply() prepared; give each model its own config object (e.g. copy.deepcopy(config))"
+        )
+    state = SinkState(type(model).__name__)
+    state_ref = weakref.ref(state)
+    finalizers = []
+    for config in configs:
+        _ATTACHED[id(config)] = state_ref
+        finalizers += [weakref.finalize(owner, _forget, id(config), state_ref) for owner in (config, state)]
+    for module in modules:
+        setattr(module, _MODULE_ATTRIBUTE, state)
+    # Sinks live for one forward: a forward that builds no masks through the mask function must
+    # find none, rather than the previous forward's.
+    hook = model.register_forward_hook(lambda *_: state.clear(), always_call=True)
+    return SinkAttachment(state, modules, configs, hook, state_ref, finalizers)
 
 
-def state_for(config: object) -> SinkState:
-    """The SinkState of the model owning ``config`` (keyed by identity: configs are not hashable)."""
-    state = _STATES.get(id(config))
+def detach(attachment: SinkAttachment) -> None:
+    """Undo ``attach``: no state on the modules, none reachable from the configs, no hook."""
+    for module in attachment.modules:
+        delattr(module, _MODULE_ATTRIBUTE)
+    for config in attachment.configs:
+        _forget(id(config), attachment.state_ref)
+    for finalizer in attachment.finalizers:
+        finalizer.detach()
+    attachment.hook.remove()
+
+
+def record(config: Any, kind: str, kv_length: int, sink_index: torch.Tensor) -> None:
+    """The writer: the mask function stores the sinks of one mask kind for the model owning ``config``."""
+    state = _state_of(config)
     if state is None:
         raise RuntimeError(
             f"zerotuning: the attention mask is being built for a {type(config).__name__} that "
             "zerotuning.apply() did not prepare (was the model copied after apply()?); call "
             "zerotuning.apply(model, profile) on the model you run"
         )
-    return state
+    state.record(kind, kv_length, sink_index)
+
+
+def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.device) -> torch.Tensor:
+    """The reader: the sinks this forward recorded for ``module``'s mask kind, on ``device``."""
+    state: SinkState | None = getattr(module, _MODULE_ATTRIBUTE, None)
+    if state is None:
+        raise RuntimeError(
+            f"zerotuning: attention module {type(module).__name__} runs with the zerotuning backend "
+            "but zerotuning.apply() did not prepare it"
+        )
+    return state.lookup(kind, kv_length, device)
+
+
+def _state_of(config: Any) -> SinkState | None:
+    state_ref = _ATTACHED.get(id(config))
+    return None if state_ref is None else state_ref()
+
+
+def _forget(key: int, state_ref: weakref.ref) -> None:
+    """Drop the entry ``key`` if it still belongs to ``state_ref`` (and not to a later attachment)."""
+    if _ATTACHED.get(key) is state_ref:
+        del _ATTACHED[key]

@@ -1,12 +1,13 @@
-"""Tuning gamma on the calibration split: objectives, grid search, head profiling and the three levels.
+"""Tuning gamma on the calibration split: objectives, grid search, head probing and the three levels.
 
-The model-facing pieces (``model_profiles``, ``experiment``) import the HF glue and are imported
-by their module path; everything exported here works on any ``ProfileSpace`` and scorer.
+The model-facing pieces (``model_scoring``, ``experiment``, ``run_record``) import the HF glue and
+are imported by their module path; everything exported here works on a ``CandidateSpace`` and any
+scorer of profiles.
 """
 
-from .head_profiling import GRANULARITIES, HeadEffect, HeadProfile, profile_heads
+from .candidates import CandidateSpace, check_layers, profile_key
+from .head_probing import GRANULARITIES, HeadEffect, HeadProbes, probe_heads
 from .objectives import ENTROPY_CHOICES, SupervisedObjective, UnsupervisedObjective, make_objective
-from .profile_space import ProfileSpace, check_layers, profile_key
 from .score_cache import ScoreCache
 from .search import Candidate, best_candidate, check_gammas, search_gamma
 from .tuner import DEFAULT_GAMMAS, LEVELS, LevelResult, TuningConfig, TuningResult, tune
@@ -17,10 +18,10 @@ __all__ = [
     "GRANULARITIES",
     "LEVELS",
     "Candidate",
+    "CandidateSpace",
     "HeadEffect",
-    "HeadProfile",
+    "HeadProbes",
     "LevelResult",
-    "ProfileSpace",
     "ScoreCache",
     "SupervisedObjective",
     "TuningConfig",
@@ -30,7 +31,7 @@ __all__ = [
     "check_gammas",
     "check_layers",
     "make_objective",
-    "profile_heads",
+    "probe_heads",
     "profile_key",
     "search_gamma",
     "tune",

@@ -1,4 +1,4 @@
-"""End-to-end runs behind the CLI: tune on calibration then judge on test, evaluate a saved profile, profile heads."""
+"""End-to-end runs behind the CLI: tune on calibration then judge on test, evaluate a saved profile, probe heads."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from ..scoring.prepared_task import PreparedTask, prepare_task
 from ..scoring.records import ScoredSplit
 from ..scoring.scorer import Scorer
 from ..tasks.task import Task
-from .head_profiling import HeadProfile, profile_heads
-from .model_profiles import ModelProfiles, profile_scorer
+from .candidates import CandidateSpace
+from .head_probing import HeadProbes, probe_heads
+from .model_scoring import apply_and_score
 from .objectives import Objective, make_objective
 from .tuner import TuningConfig, TuningResult, tune
 
@@ -57,9 +58,9 @@ class Session:
         self.ledger = CostLedger()
         with self.ledger.stage("tokenisation"):
             self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed)
-        self.space = ModelProfiles(model, settings.layers)
+        self.space = CandidateSpace.for_model(model, settings.layers)
         scorer = Scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
-        self.score = {name: profile_scorer(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
+        self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
         self.objective = settings.make_objective()
 
     def baseline(self, split: str) -> ScoredSplit:
@@ -128,13 +129,13 @@ def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: Run
     }
 
 
-def run_head_profiling(model, tokenizer, task: Task, settings: RunSettings, model_info: dict) -> tuple[dict, HeadProfile]:
+def run_head_probing(model, tokenizer, task: Task, settings: RunSettings, model_info: dict) -> tuple[dict, HeadProbes]:
     """Only the Level 2 probes on the calibration split."""
     session = Session(model, tokenizer, task, settings)
     try:
         baseline = session.baseline("calibration")
         with session.ledger.stage("profiling"):
-            head_profile = profile_heads(
+            head_probes = probe_heads(
                 session.space,
                 session.score["calibration"],
                 session.objective,
@@ -147,12 +148,12 @@ def run_head_profiling(model, tokenizer, task: Task, settings: RunSettings, mode
     results = {
         **session.header(model_info),
         "baseline": {"calibration": baseline.summary(), "key": list(session.objective.key(baseline))},
-        "head_profile": head_profile.to_json(),
-        "up_effective_heads": [list(head) for head in head_profile.heads_of("up")],
-        "down_effective_heads": [list(head) for head in head_profile.heads_of("down")],
+        "head_profile": head_probes.to_json(),
+        "up_effective_heads": [list(head) for head in head_probes.heads_of("up")],
+        "down_effective_heads": [list(head) for head in head_probes.heads_of("down")],
         "cost": session.ledger.to_json(),
     }
-    return results, head_profile
+    return results, head_probes
 
 
 def _level_on_test(baseline: ScoredSplit, tuned: ScoredSplit, settings: RunSettings) -> dict:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.records import ScoredSplit
-from .profile_space import profile_key
+from .candidates import profile_key
 
 
 class ScoreCache:
@@ -17,12 +17,12 @@ class ScoreCache:
     Level 1's grid, and re-reading a level's chosen profile; the ledger counts them.
     """
 
-    def __init__(self, score: Callable[[Any, str], ScoredSplit], ledger: CostLedger) -> None:
+    def __init__(self, score: Callable[[Profile, str], ScoredSplit], ledger: CostLedger) -> None:
         self._score = score
         self._ledger = ledger
         self._results: dict[tuple, ScoredSplit] = {}
 
-    def __call__(self, profile: Any, description: str) -> ScoredSplit:
+    def __call__(self, profile: Profile, description: str) -> ScoredSplit:
         key = profile_key(profile)
         if key in self._results:
             self._ledger.record_cache_hit()

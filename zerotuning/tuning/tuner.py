@@ -2,7 +2,7 @@
 
 - Level 0: one fixed gamma on every head of the tunable layers (no search).
 - Level 1: a gamma grid on every head of the tunable layers.
-- Level 2: head profiling -> the dominant kind (up- or down-effective) -> a gamma grid on those
+- Level 2: head probing -> the dominant kind (up- or down-effective) -> a gamma grid on those
   heads only, restricted to the kind's side of 1 (gamma > 1 for up, < 1 for down).
 The level whose profile has the best calibration objective is selected (ties: the lower level).
 """
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.records import ScoredSplit
-from .head_profiling import DOWN, NEUTRAL, UP, HeadProfile, profile_heads
+from .candidates import CandidateSpace, Head
+from .head_probing import DOWN, NEUTRAL, UP, HeadProbes, probe_heads
 from .objectives import Objective
-from .profile_space import Head, ProfileSpace
 from .search import Candidate, check_gammas, search_gamma
 
 LEVELS = (0, 1, 2)
 DEFAULT_GAMMAS = (0.25, 0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 
-ScoreProfile = Callable[[Any, str], ScoredSplit]
+ScoreProfile = Callable[[Profile, str], ScoredSplit]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ class LevelResult:
     level: int
     gamma: float
     heads: list[Head] | None  # None: every head of the tunable layers
-    profile: Any
+    profile: Profile
     scored: ScoredSplit
     key: tuple[float, ...]
     candidates: list[Candidate] = field(default_factory=list)
-    head_profile: HeadProfile | None = None
+    head_probes: HeadProbes | None = None
     note: str = ""
     cost: dict = field(default_factory=dict)
 
@@ -76,7 +76,7 @@ class LevelResult:
             "calibration": self.scored.summary(),
             "key": list(self.key),
             "candidates": [candidate.to_json() for candidate in self.candidates],
-            "head_profile": None if self.head_profile is None else self.head_profile.to_json(),
+            "head_profile": None if self.head_probes is None else self.head_probes.to_json(),
             "note": self.note,
             "cost": self.cost,
         }
@@ -102,7 +102,7 @@ class TuningResult:
 
 
 def tune(
-    space: ProfileSpace,
+    space: CandidateSpace,
     score_profile: ScoreProfile,
     objective: Objective,
     config: TuningConfig,
@@ -140,14 +140,14 @@ def _level1(space, score_profile, objective, config, baseline, ledger) -> LevelR
 
 def _level2(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
     with ledger.stage("level2.profiling"):
-        head_profile = profile_heads(
+        head_probes = probe_heads(
             space, score_profile, objective, baseline, probe_gamma=config.probe_gamma, granularity=config.granularity
         )
-    kind = head_profile.dominant_kind()
+    kind = head_probes.dominant_kind()
     if kind == NEUTRAL:
         note = "no probed head changed the calibration objective; the profile is neutral"
-        return LevelResult(2, 1.0, [], space.neutral(), baseline, objective.key(baseline), head_profile=head_profile, note=note)
-    heads = head_profile.heads_of(kind)
+        return LevelResult(2, 1.0, [], space.neutral(), baseline, objective.key(baseline), head_probes=head_probes, note=note)
+    heads = head_probes.heads_of(kind)
     side = [gamma for gamma in config.gammas if (gamma > 1) == (kind == UP) and gamma != 1]
     if not side:
         raise ValueError(
@@ -160,8 +160,8 @@ def _level2(space, score_profile, objective, config, baseline, ledger) -> LevelR
         )
     if best.gamma == 1.0:
         note = f"no gamma on the {len(heads)} {kind}-effective heads beat the baseline; the profile is neutral"
-        return LevelResult(2, 1.0, [], space.neutral(), baseline, best.key, candidates, head_profile, note)
+        return LevelResult(2, 1.0, [], space.neutral(), baseline, best.key, candidates, head_probes, note)
     profile = space.for_heads(best.gamma, heads)
     scored = score_profile(profile, "level 2 best")
     note = f"rescaled the {len(heads)} {kind}-effective heads ({DOWN if kind == UP else UP}-effective heads left alone)"
-    return LevelResult(2, best.gamma, heads, profile, scored, best.key, candidates, head_profile, note)
+    return LevelResult(2, best.gamma, heads, profile, scored, best.key, candidates, head_probes, note)

@@ -1,4 +1,4 @@
-"""Head behaviour profiling: which heads help when their sink is amplified, which when it is reduced.
+"""Head probing: which heads help when their sink is amplified, which when it is reduced.
 
 Each probe scales the sink of some heads by ``probe_gamma`` and compares the calibration
 objective with the baseline. With a probe above 1, heads that improve are up-effective and heads
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..profile import Profile
 from ..scoring.records import ScoredSplit
+from .candidates import CandidateSpace, Head
 from .objectives import Objective
-from .profile_space import Head, ProfileSpace
 
 GRANULARITIES = ("head", "layer_head")
 UP, DOWN, NEUTRAL = "up", "down", "neutral"
@@ -42,8 +43,8 @@ class HeadEffect:
 
 
 @dataclass(frozen=True)
-class HeadProfile:
-    """All probes of one profiling run, and the heads of the dominant kind."""
+class HeadProbes:
+    """All probes of one probing run, and the heads of the dominant kind."""
 
     probe_gamma: float
     granularity: str
@@ -84,15 +85,15 @@ class HeadProfile:
         }
 
 
-def profile_heads(
-    space: ProfileSpace,
-    score_profile: Callable[[object, str], ScoredSplit],
+def probe_heads(
+    space: CandidateSpace,
+    score_profile: Callable[[Profile, str], ScoredSplit],
     objective: Objective,
     baseline: ScoredSplit,
     *,
     probe_gamma: float = 2.0,
     granularity: str = "head",
-) -> HeadProfile:
+) -> HeadProbes:
     """Probe every head (index, or (layer, head)) once with ``probe_gamma``."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity: got {granularity!r}, expected one of {GRANULARITIES}")
@@ -104,12 +105,12 @@ def profile_heads(
         probes = [(layer, head, ((layer, head),)) for layer in space.layers for head in range(space.num_heads)]
     baseline_key = objective.key(baseline)
     effects = []
-    for layer, head, heads in tqdm(probes, desc=f"profiling heads (gamma {probe_gamma:g})", unit="probe"):
+    for layer, head, heads in tqdm(probes, desc=f"probing heads (gamma {probe_gamma:g})", unit="probe"):
         scored = score_profile(space.for_heads(probe_gamma, list(heads)), f"probe layer {'all' if layer is None else layer} head {head}")
         key = objective.key(scored)
         change = tuple(new - old for new, old in zip(key, baseline_key))
         effects.append(HeadEffect(layer, head, heads, change, _verdict(key, baseline_key, probe_gamma), scored.summary()))
-    return HeadProfile(probe_gamma, granularity, space.num_layers, space.num_heads, tuple(effects))
+    return HeadProbes(probe_gamma, granularity, space.num_layers, space.num_heads, tuple(effects))
 
 
 def _verdict(key: tuple[float, ...], baseline_key: tuple[float, ...], probe_gamma: float) -> str:
