@@ -148,7 +148,7 @@ def run_head_probing(model, tokenizer, task: Task, settings: RunSettings, model_
     results = {
         **session.header(model_info),
         "baseline": {"calibration": baseline.summary(), "key": list(session.objective.key(baseline))},
-        "head_profile": head_probes.to_json(),
+        "head_profile": head_probes.to_json(),  # the recorded field name
         "up_effective_heads": [list(head) for head in head_probes.heads_of("up")],
         "down_effective_heads": [list(head) for head in head_probes.heads_of("down")],
         "cost": session.ledger.to_json(),

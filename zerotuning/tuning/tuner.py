@@ -76,7 +76,7 @@ class LevelResult:
             "calibration": self.scored.summary(),
             "key": list(self.key),
             "candidates": [candidate.to_json() for candidate in self.candidates],
-            "head_profile": None if self.head_probes is None else self.head_probes.to_json(),
+            "head_profile": None if self.head_probes is None else self.head_probes.to_json(),  # the recorded field name
             "note": self.note,
             "cost": self.cost,
         }
