@@ -1,4 +1,5 @@
-"""The ``zerotuning`` console script: ``tune``, ``evaluate`` and ``probe-heads``.
+"""The ``zerotuning`` console script: ``tune``, ``evaluate``, ``probe-heads``, and (``zerotuning.lm_eval.cli``)
+``lm-eval``, ``lm-eval-task`` and ``compare``.
 
 It parses the options, calls the engine (``zerotuning.tuning``) and prints; what a run records and
 writes is ``zerotuning.tuning.run_record``.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .evaluation.report import format_table
+from .lm_eval.cli import add_commands as add_lm_eval_commands
 from .models import load_model
 from .profile import Profile
 from .tasks.columns import ANSWER_FORMATS, ColumnMapping
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe_options(probe)
     probe.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
     probe.set_defaults(command_function=_probe_heads)
+    add_lm_eval_commands(commands, _HelpFormatter)
     return parser
 
 

@@ -83,12 +83,12 @@ def format_table(comparison: dict) -> str:
     for name, method in comparison["methods"].items():
         greedy = f"{method['greedy_accuracy']['estimate']:.3f}" if "greedy_accuracy" in method else "-"
         invalid = f"{method['invalid_rate']:.3f}" if "invalid_rate" in method else "-"
-        lines.append(f"{name:<22} {_interval(method['accuracy']):<26} {greedy:>10} {invalid:>8} {method['nll']:>8.4f} {method['ece']:>7.4f}")
+        lines.append(f"{name:<22} {format_interval(method['accuracy']):<26} {greedy:>10} {invalid:>8} {method['nll']:>8.4f} {method['ece']:>7.4f}")
     lines.append("")
     for name, comparison_row in comparison["comparisons"].items():
         test = comparison_row["mcnemar"]
         lines.append(
-            f"{name:<42} diff {_interval(comparison_row['accuracy_difference'], signed=True):<28} "
+            f"{name:<42} diff {format_interval(comparison_row['accuracy_difference'], signed=True):<28} "
             f"McNemar p={test['p_value']:.4g} (discordant: {test['only_second_correct']} for, {test['only_first_correct']} against)"
         )
     return "\n".join(lines)
@@ -113,6 +113,7 @@ def paired_comparison(first: np.ndarray, second: np.ndarray, *, resamples: int =
     }
 
 
-def _interval(interval: dict, signed: bool = False) -> str:
+def format_interval(interval: dict, signed: bool = False) -> str:
+    """``estimate [low, high]`` with three decimals (a sign on each with ``signed``)."""
     sign = "+" if signed else ""
     return f"{interval['estimate']:{sign}.3f} [{interval['low']:{sign}.3f}, {interval['high']:{sign}.3f}]"

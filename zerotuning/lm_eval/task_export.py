@@ -1,0 +1,79 @@
+"""A zerotuning task as an lm-eval task: a YAML file over JSONL files, with zerotuning's own prompts.
+
+The test split becomes lm-eval's ``test_split`` and the demo split its ``fewshot_split``, so that
+``--num_fewshot`` draws demonstrations from the same pool as ``zerotuning tune --shots``. Each row
+carries its prompt block as zerotuning renders it (``zerotuning.tasks.prompts``) and the task's
+instruction is lm-eval's ``description``, so a zero-shot lm-eval prompt is exactly zerotuning's
+prompt, and lm-eval's ``acc`` picks the answer (label word or option letter, after a space) with
+the highest log-likelihood. The YAML names the JSONL files by absolute path: export again after
+moving them. Needs no lm-eval install.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from ..atomic_write import write_text_atomic
+from ..tasks.prompts import render_prompt
+from ..tasks.task import CLASSIFICATION, OPTION_LETTERS, Example, Task
+
+_TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def export_task(task: Task, out_dir: str | Path, *, name: str | None = None) -> Path:
+    """Write ``<name>.yaml``, ``<name>_test.jsonl`` and (with demo examples) ``<name>_demo.jsonl``; returns the YAML path.
+
+    ``name`` (default ``zerotuning_<task name>``) is the lm-eval task name; existing files are refused.
+    """
+    name = name or f"zerotuning_{re.sub(r'[^A-Za-z0-9_]', '_', task.spec.name)}"
+    if not _TASK_NAME.match(name):
+        raise ValueError(f"name: got {name!r}, expected an lm-eval task name (a letter, then letters, digits or _)")
+    out_dir = Path(out_dir).resolve()
+    splits = {"test": task.split("test"), "demo": task.split("demo")}
+    if not splits["test"]:
+        raise ValueError(f"task {task.spec.name!r} has no test examples to export")
+    data_files = {split: out_dir / f"{name}_{split}.jsonl" for split, examples in splits.items() if examples}
+    yaml_path = out_dir / f"{name}.yaml"
+    existing = [str(path) for path in (yaml_path, *data_files.values()) if path.exists()]
+    if existing:
+        raise FileExistsError(f"--out: {existing} already exist; remove them or choose another folder or --name")
+    block_spec = replace(task.spec, instruction="")  # the instruction is lm-eval's description, written once
+    for split, path in data_files.items():
+        write_text_atomic(path, "".join(json.dumps(_row(task, block_spec, example)) + "\n" for example in splits[split]))
+    return write_text_atomic(yaml_path, _task_yaml(task, name, data_files))
+
+
+def _row(task: Task, block_spec, example: Example) -> dict:
+    choices = list(task.spec.labels) if task.spec.kind == CLASSIFICATION else list(OPTION_LETTERS[: len(example.choices)])
+    return {"id": example.id, "query": render_prompt(block_spec, example), "choices": choices, "answer": example.answer}
+
+
+def _task_yaml(task: Task, name: str, data_files: dict[str, Path]) -> str:
+    # Every scalar is written as a JSON string, which is valid YAML: no quoting rules to get wrong.
+    lines = [
+        f"# lm-eval task exported by zerotuning from the {task.spec.kind} task {task.spec.name!r} ({task.source.get('origin', '?')})",
+        f"task: {json.dumps(name)}",
+        'dataset_path: "json"',
+        "dataset_kwargs:",
+        "  data_files:",
+        *(f"    {json.dumps(split)}: {json.dumps(str(path))}" for split, path in data_files.items()),
+        'test_split: "test"',
+        *(['fewshot_split: "demo"'] if "demo" in data_files else []),
+        'output_type: "multiple_choice"',
+        f"description: {json.dumps(task.spec.instruction + chr(10) if task.spec.instruction else '')}",
+        'doc_to_text: "query"',
+        'doc_to_choice: "choices"',
+        'doc_to_target: "answer"',
+        'target_delimiter: " "',
+        f"fewshot_delimiter: {json.dumps(chr(10) * 2)}",
+        "metric_list:",
+        '  - metric: "acc"',
+        '    aggregation: "mean"',
+        "    higher_is_better: true",
+        "metadata:",
+        "  version: 1.0",
+    ]
+    return "\n".join(lines) + "\n"
