@@ -23,7 +23,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager, get_task_dict
 
 from zerotuning import Profile
-from zerotuning.atomic_write import write_text_atomic
+from zerotuning.atomic_files import write_text_atomically
 from zerotuning.lm_eval import ZeroTuningLM, export_task
 from zerotuning.models import load_model
 from zerotuning.tasks.loader import TaskRequest, load_task
@@ -85,12 +85,12 @@ def main() -> None:
         "times": times,
     }
     print(
-        f"{summary['requests']} requests, batch {args.batch_size}, {args.threads} threads: "
+        f"{', '.join(f'{count} {kind}' for kind, count in summary['requests'].items())} requests, batch {args.batch_size}, {args.threads} threads: "
         f"plain {summary['median_seconds']['plain']:.3f} s, zerotuning (neutral profile) {summary['median_seconds']['zerotuning']:.3f} s; "
         f"median ratio zerotuning / plain = {summary['median_ratio']:.3f} (target <= 1.05)"
     )
     if args.out is not None:
-        write_text_atomic(args.out, json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(summary, indent=2) + "\n")
         print(f"wrote {args.out}")
 
 

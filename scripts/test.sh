@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: sets up .venv, then the Catch2 C++ tests of the kernel core, the CUDA compile check
-# (nvcc, when present) and the whole pytest suite (CUDA tests skip without a GPU).
+# (nvcc, when present), the whole pytest suite (CUDA tests skip without a GPU), then the lm-eval
+# integration tests in .venv-lm-eval (scripts/test_lm_eval.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh --test
@@ -22,3 +23,6 @@ fi
 
 echo "== Python tests"
 python -m pytest -q "$@"
+
+echo "== lm-eval integration tests (their own environment, .venv-lm-eval)"
+scripts/test_lm_eval.sh

@@ -162,7 +162,7 @@ def _export_task(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..atomic_write import write_text_atomic
+    from ..atomic_files import write_text_atomically
     from .compare import compare_runs, find_run, format_comparison
 
     if args.out is not None and args.out.exists():
@@ -170,7 +170,8 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(find_run(args.run_a), find_run(args.run_b), resamples=args.bootstrap_resamples, seed=args.seed)
     print(format_comparison(comparison))
     if args.out is not None:
-        write_text_atomic(args.out, json.dumps(comparison, indent=2) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(args.out, json.dumps(comparison, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from ..atomic_write import write_text_atomic
+from ..atomic_files import write_text_atomically
 from ..tasks.prompts import render_prompt
 from ..tasks.task import CLASSIFICATION, OPTION_LETTERS, Example, Task
 
@@ -40,10 +40,11 @@ def export_task(task: Task, out_dir: str | Path, *, name: str | None = None) -> 
     existing = [str(path) for path in (yaml_path, *data_files.values()) if path.exists()]
     if existing:
         raise FileExistsError(f"--out: {existing} already exist; remove them or choose another folder or --name")
+    out_dir.mkdir(parents=True, exist_ok=True)
     block_spec = replace(task.spec, instruction="")  # the instruction is lm-eval's description, written once
     for split, path in data_files.items():
-        write_text_atomic(path, "".join(json.dumps(_row(task, block_spec, example)) + "\n" for example in splits[split]))
-    return write_text_atomic(yaml_path, _task_yaml(task, name, data_files))
+        write_text_atomically(path, "".join(json.dumps(_row(task, block_spec, example)) + "\n" for example in splits[split]))
+    return write_text_atomically(yaml_path, _task_yaml(task, name, data_files))
 
 
 def _row(task: Task, block_spec, example: Example) -> dict:
