@@ -3,8 +3,9 @@
 # pytest and nvcc already installed, and nothing installable:
 #
 #   1. build zerotuning._C in place with its CUDA kernels, for this GPU's architecture only;
-#   2. run the CUDA tests (tests/test_cuda_op.py: both paths vs the float64 reference, the path
-#      rule, device-side checks, CUDA graphs, tiny HF models and generation on the GPU);
+#   2. run the CUDA tests (pytest -m cuda: the shared op suite tests/test_sink_attention.py on each
+#      CUDA path vs the float64 reference, and tests/test_cuda_op.py: the path rule, device-side
+#      checks, CUDA graphs, tiny HF models and generation on the GPU);
 #   3. run the attention benchmark (scripts/bench_attention.py --preset gpu), then, time
 #      permitting, the bf16 cases again with each CUDA path forced, to decide the path rule by
 #      measurement;
@@ -53,7 +54,8 @@ if ! "$PYTHON" -c "import torch, zerotuning; torch.ops.zerotuning.sink_attention
 fi
 
 stage "CUDA tests"
-timeout 240 "$PYTHON" -m pytest -q -rs -p no:cacheprovider --durations=10 tests/test_cuda_op.py \
+timeout 240 "$PYTHON" -m pytest -q -rs -m cuda -p no:cacheprovider --durations=10 \
+  tests/test_sink_attention.py tests/test_cuda_op.py \
   --junitxml="$OUT/tests_junit.xml" || status=1
 
 stage "benchmark: scripts/bench_attention.py --device cuda --preset gpu"

@@ -1,4 +1,4 @@
-"""An independent eager ZeroTuning for tests: the published approach, written from METHOD.md §1.
+"""An independent eager ZeroTuning for tests: the published approach, written from docs/method.md §1.
 
 It materialises the softmax, multiplies the sink column of the chosen heads by gamma and
 renormalises the row (``a_s' = gamma a_s / D``, ``a_j' = a_j / D``, ``D = 1 + (gamma - 1) a_s``),

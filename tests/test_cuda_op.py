@@ -1,5 +1,7 @@
-"""The CUDA sink-attention op: both of its paths against the float64 reference, the rule that picks
-a path, device-side value checks, CUDA-graph capture, and a tiny HF model on the GPU.
+"""What only the CUDA op has: the extension's CUDA build, the rule that picks a path, device-side
+value checks, CUDA-graph capture, every output element written, agreement with the CPU op, and
+tiny HF models on the GPU. The op's results on each CUDA path against the float64 reference are
+in the shared suite, tests/test_sink_attention.py (its cuda-* targets).
 
 Every test needs a CUDA device and skips (with that reason) without one. With a device, an
 extension built without its CUDA kernels fails loudly instead of skipping.
@@ -14,31 +16,17 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_sink_attention import assert_matches_reference, make_inputs, padding_mask
+from op_support import CUDA_MARKS, DTYPES, PATH_VARIABLE, make_inputs, padding_mask, path_of
 
 from zerotuning import sink_attention
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)"),
-]
+pytestmark = CUDA_MARKS
 
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-PATH_VARIABLE = "ZEROTUNING_CUDA_PATH"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cuda_inputs(*shape, dtype=torch.float32, seed=0):
-    return [t.cuda() for t in make_inputs(*shape, dtype=dtype, seed=seed)]
-
-
-def path_of(q, k, v, log_gamma, **options) -> str:
-    """The path the op takes for this call (ZEROTUNING_CUDA_PATH applies)."""
-    return torch.ops.zerotuning.sink_attention_cuda_path(
-        q, k, v, log_gamma, options.get("sink_index"), options.get("attn_mask"), options.get("is_causal", False),
-        options.get("scale"), options.get("softcap"), options.get("sliding_window"),
-    )
+    return make_inputs(*shape, dtype=dtype, seed=seed, device="cuda")
 
 
 @pytest.fixture
@@ -47,81 +35,10 @@ def force_path(monkeypatch):
     return lambda path: monkeypatch.setenv(PATH_VARIABLE, path)
 
 
-def path_can_serve(path, dtype, lq, lk, d, causal) -> bool:
-    """The path rule of csrc/cuda/cuda_path.h for mask-free calls without softcap or window."""
-    if path == "split_kv":
-        return True
-    merge = dtype != torch.float32 and lk >= 2 and d % 8 == 0
-    if path == "flash_merge":
-        return merge
-    return merge and lk >= 3 and (lq == lk or not causal)
-
-
-def cudnn_attention_can_serve_rest(q, k, v, causal) -> bool:
-    """Whether torch's cuDNN attention runs the keys-1.. problem of cudnn_merge on this build."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    offset = 1 if causal else 0
-    rest = q[:, :, offset:], k[:, :, 1:], v[:, :, 1:]
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        try:
-            choice = torch.ops.aten._fused_sdp_choice(*rest, is_causal=causal, enable_gqa=True)
-        except RuntimeError:  # "No available kernel": cuDNN cannot serve it
-            return False
-    return choice == SDPBackend.CUDNN_ATTENTION.value
-
-
-def skip_unless_cudnn_serves(path, q, k, v, causal):
-    if path == "cudnn_merge" and not cudnn_attention_can_serve_rest(q, k, v, causal):
-        pytest.skip(f"this torch's cuDNN attention cannot run {tuple(q.shape)} x {tuple(k.shape)} {q.dtype} "
-                    f"causal={causal} (torch's SDPA would not use it either)")
-
-
 def test_extension_was_built_with_cuda_kernels():
     assert hasattr(torch.ops.zerotuning, "sink_attention_cuda_path"), (
         "zerotuning was built without its CUDA kernels although a GPU is present: rebuild with torch's CUDA and nvcc"
     )
-
-
-# ---- both paths against the reference -------------------------------------------------------------
-
-SHAPES = [
-    # b, hq, hkv, lq, lk, d
-    (1, 4, 4, 1, 700, 64),  # decode, MHA
-    (2, 8, 2, 1, 1500, 64),  # decode, GQA 4
-    (2, 8, 1, 1, 129, 80),  # decode, MQA
-    (1, 32, 8, 1, 8192, 128),  # the benchmark's decode step at batch 1: many key splits
-    (4, 4, 4, 1, 3000, 256),  # decode, largest head dim
-    (1, 8, 4, 37, 37, 128),  # odd prefill, GQA 2
-    (3, 4, 4, 33, 53, 64),  # chunked prefill: Lq < Lk
-    (1, 4, 4, 40, 20, 64),  # more queries than keys: the first see none under causal
-    (1, 16, 2, 70, 600, 64),  # GQA 8, many key tiles
-    (2, 8, 2, 300, 300, 128),  # a longer prefill
-    (2, 2, 1, 19, 19, 256),  # largest head dim
-    (1, 4, 2, 24, 24, 100),  # head dim not a multiple of 8: element-wise loads
-    (1, 3, 3, 5, 7, 8),  # tiny head dim, odd heads
-    (1, 2, 2, 1, 1, 64),  # a single key
-]
-PATHS = ["split_kv", "flash_merge", "cudnn_merge"]
-CASES = [
-    (shape, dtype, path, causal)
-    for shape in SHAPES
-    for dtype in DTYPES
-    for causal in (False, True)
-    for path in PATHS
-    if path_can_serve(path, dtype, shape[3], shape[4], shape[5], causal)
-]
-
-
-@pytest.mark.parametrize(
-    "shape, dtype, path, causal", CASES, ids=lambda c: "x".join(map(str, c)) if isinstance(c, tuple) else str(c)
-)
-def test_matches_reference(shape, dtype, path, causal, force_path):
-    force_path(path)
-    q, k, v, log_gamma = cuda_inputs(*shape, dtype=dtype, seed=sum(shape))
-    skip_unless_cudnn_serves(path, q, k, v, causal)
-    assert path_of(q, k, v, log_gamma, is_causal=causal) == path
-    assert_matches_reference(q, k, v, log_gamma, is_causal=causal)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -135,152 +52,6 @@ def test_cuda_equals_the_cpu_op(dtype):
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(gpu_out.cpu(), cpu_out, rtol=tol, atol=tol)
     torch.testing.assert_close(gpu_lse.cpu(), cpu_lse, rtol=1e-5, atol=1e-4)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_gamma_one_equals_sdpa(path, force_path):
-    force_path(path)
-    q, k, v, _ = cuda_inputs(2, 8, 2, 64, 64, 64, dtype=torch.bfloat16)
-    skip_unless_cudnn_serves(path, q, k, v, True)
-    out = sink_attention(q, k, v, torch.zeros(8, device="cuda"), is_causal=True)
-    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_gamma_changes_sink_weight_as_method_states(path, force_path):
-    """a_s' = gamma a_s / (1 + (gamma - 1) a_s): with v = one-hot at the sink, out[..., 0] = a_s."""
-    force_path(path)
-    q, k, _, _ = cuda_inputs(1, 2, 2, 24, 24, 16, dtype=torch.float16)
-    v = torch.zeros(1, 2, 24, 16, dtype=torch.float16, device="cuda")
-    skip_unless_cudnn_serves(path, q, k, v, True)
-    v[:, :, 0, 0] = 1.0
-    gamma = torch.tensor([3.0, 0.25], device="cuda")
-    base = sink_attention(q, k, v, torch.zeros(2, device="cuda"), is_causal=True)[..., 0].float()
-    tuned = sink_attention(q, k, v, gamma.log(), is_causal=True)[..., 0].float()
-    g = gamma[None, :, None]
-    torch.testing.assert_close(tuned, g * base / (1 + (g - 1) * base), rtol=3e-3, atol=3e-3)
-
-
-# ---- masks, sinks and the other options (split_kv; flash_merge where it applies) ------------------
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_left_padding_finds_each_rows_sink(dtype):
-    lengths = [50, 31, 1, 17]
-    lk = max(lengths)
-    q, k, v, log_gamma = cuda_inputs(4, 4, 2, lk, lk, 64, dtype=dtype, seed=3)
-    mask = padding_mask(lengths, lk, lk).cuda()
-    out, _ = assert_matches_reference(q, k, v, log_gamma, attn_mask=mask)
-    explicit = torch.tensor([lk - n for n in lengths], device="cuda")
-    torch.testing.assert_close(out, sink_attention(q, k, v, log_gamma, attn_mask=mask, sink_index=explicit))
-
-
-def test_decode_step_with_left_padding():
-    q, k, v, log_gamma = cuda_inputs(2, 8, 2, 1, 3000, 64, dtype=torch.bfloat16, seed=4)
-    mask = padding_mask([3000, 1200], 1, 3000).cuda()
-    assert_matches_reference(q, k, v, log_gamma, attn_mask=mask, is_causal=True)
-
-
-@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_additive_float_masks(mask_dtype):
-    q, k, v, log_gamma = cuda_inputs(2, 4, 2, 9, 23, 32, seed=5)
-    gen = torch.Generator().manual_seed(1)
-    mask = torch.randn(2, 4, 9, 23, generator=gen).to(mask_dtype)
-    mask[0, :, :, :3] = torch.finfo(mask_dtype).min  # HF's "masked" value: left padding of 3
-    mask[1, 1, 2, 5:] = float("-inf")
-    mask = mask.cuda()
-    out, _ = assert_matches_reference(q, k, v, log_gamma, attn_mask=mask)
-    with_sinks = sink_attention(q, k, v, log_gamma, attn_mask=mask, sink_index=torch.tensor([3, 0], device="cuda"))
-    torch.testing.assert_close(out, with_sinks)
-
-
-@pytest.mark.parametrize(
-    "mask_shape", [(23,), (9, 23), (1, 1, 9, 23), (2, 1, 1, 23), (1, 4, 9, 1)], ids=lambda s: "x".join(map(str, s))
-)
-def test_broadcast_masks(mask_shape):
-    q, k, v, log_gamma = cuda_inputs(2, 4, 2, 9, 23, 32, seed=6)
-    gen = torch.Generator().manual_seed(2)
-    mask = (torch.rand(mask_shape, generator=gen) > 0.3).cuda()
-    assert_matches_reference(q, k, v, log_gamma, attn_mask=mask, is_causal=True)
-
-
-def test_fully_masked_rows_give_zeros_not_nan():
-    q, k, v, log_gamma = cuda_inputs(2, 2, 2, 5, 8, 16)
-    mask = torch.ones(2, 1, 5, 8, dtype=torch.bool, device="cuda")
-    mask[0, :, 2] = False  # one query sees nothing
-    mask[1] = False  # a whole batch row sees nothing: it has no sink either
-    out, lse = assert_matches_reference(q, k, v, log_gamma, attn_mask=mask)
-    assert torch.equal(out[0, :, 2], torch.zeros_like(out[0, :, 2]))
-    assert torch.equal(out[1], torch.zeros_like(out[1]))
-    assert torch.isneginf(lse[1]).all() and torch.isneginf(lse[0, :, 2]).all()
-
-
-@pytest.mark.parametrize("path", ["split_kv", "flash_merge"])
-def test_queries_before_any_key_give_zeros(path, force_path):
-    force_path(path)
-    q, k, v, log_gamma = cuda_inputs(1, 2, 2, 24, 3, 16, dtype=torch.bfloat16)
-    out, lse = assert_matches_reference(q, k, v, log_gamma, is_causal=True)
-    assert torch.equal(out[:, :, :21], torch.zeros_like(out[:, :, :21]))
-    assert torch.isneginf(lse[:, :, :21]).all()
-
-
-def test_explicit_sink_index_and_no_sink():
-    q, k, v, log_gamma = cuda_inputs(3, 4, 4, 12, 12, 32, seed=7)
-    sinks = torch.tensor([0, 5, -1], device="cuda")
-    out, _ = assert_matches_reference(q, k, v, log_gamma, sink_index=sinks, is_causal=True)
-    plain = sink_attention(q, k, v, torch.zeros(4, device="cuda"), is_causal=True)
-    torch.testing.assert_close(out[2], plain[2])  # -1: this row is untouched
-    torch.testing.assert_close(out[1, :, :5], plain[1, :, :5])  # queries before the sink cannot see it
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_softcap(dtype):
-    q, k, v, log_gamma = cuda_inputs(1, 4, 2, 17, 40, 64, dtype=dtype, seed=8)
-    assert_matches_reference(q * 4, k, v, log_gamma, is_causal=True, softcap=5.0)
-
-
-@pytest.mark.parametrize("path", ["split_kv", "flash_merge"])
-@pytest.mark.parametrize("lq, lk", [(40, 40), (1, 700), (9, 600), (300, 300)])
-def test_sliding_window(lq, lk, path, force_path):
-    force_path(path)
-    q, k, v, log_gamma = cuda_inputs(2, 4, 2, lq, lk, 64, dtype=torch.bfloat16, seed=9)
-    out, _ = assert_matches_reference(q, k, v, log_gamma, is_causal=True, sliding_window=13)
-    if lq == 1:  # the sink is outside the window: no bias at all
-        plain = sink_attention(q, k, v, torch.zeros(4, device="cuda"), is_causal=True, sliding_window=13)
-        torch.testing.assert_close(out, plain)
-
-
-def test_sliding_window_with_left_padding_mask():
-    q, k, v, log_gamma = cuda_inputs(2, 4, 2, 40, 40, 32, seed=10)
-    mask = padding_mask([40, 25], 40, 40).cuda()
-    assert_matches_reference(q, k, v, log_gamma, attn_mask=mask, sliding_window=8)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_custom_scale_noncontiguous_and_misaligned_inputs(dtype):
-    gen = torch.Generator().manual_seed(11)
-    # HF layout: [B, L, H, D] viewed as [B, H, L, D].
-    q = torch.randn(2, 30, 8, 64, generator=gen).to(dtype).cuda().transpose(1, 2)
-    k = torch.randn(2, 30, 2, 64, generator=gen).to(dtype).cuda().transpose(1, 2)
-    v = torch.randn(2, 30, 2, 64, generator=gen).to(dtype).cuda().transpose(1, 2)
-    log_gamma = torch.linspace(-1, 1, 8, device="cuda")
-    assert_matches_reference(q, k, v, log_gamma, is_causal=True, scale=0.3)
-    expanded_k = torch.randn(2, 1, 1, 64, generator=gen).to(dtype).cuda().expand(2, 2, 30, 64)
-    assert_matches_reference(q, expanded_k, v, log_gamma, is_causal=True)
-    # Rows that start one element into their storage: no 16-byte loads are possible.
-    storage = torch.randn(2 * 2 * 30 * 64 + 1, generator=gen).to(dtype).cuda()
-    shifted_v = storage[1:].view(2, 2, 30, 64)
-    assert path_of(q, k, shifted_v, log_gamma, is_causal=True) == "split_kv"
-    assert_matches_reference(q, k, shifted_v, log_gamma, is_causal=True)
-
-
-def test_empty_and_degenerate_sizes():
-    q, k, v, log_gamma = cuda_inputs(1, 2, 2, 3, 0, 16)
-    out, lse = sink_attention(q, k, v, log_gamma, return_lse=True)
-    assert torch.equal(out, torch.zeros_like(out)) and torch.isneginf(lse).all()
-    q, k, v, log_gamma = cuda_inputs(0, 2, 2, 3, 4, 16)
-    assert sink_attention(q, k, v, log_gamma).shape == (0, 2, 3, 16)
 
 
 def test_every_output_element_is_written():
@@ -314,6 +85,9 @@ def test_auto_path_rule(force_path):
     assert path_of(*cuda_inputs(1, 8, 2, 16, 64, 64, dtype=torch.bfloat16)) == "split_kv"  # decode-sized
     assert path_of(*cuda_inputs(1, 8, 2, 17, 64, 64, dtype=torch.bfloat16)) in ("flash_merge", "cudnn_merge")
     assert path_of(*cuda_inputs(1, 8, 2, 64, 64, 100, dtype=torch.bfloat16)) == "split_kv"  # head_dim % 8
+    storage = torch.randn(8 * 64 * 64 + 1, device="cuda", dtype=torch.bfloat16)
+    shifted_q = storage[1:].view(1, 8, 64, 64)  # rows one element into their storage: not 16-byte aligned
+    assert path_of(shifted_q, k, v, log_gamma, is_causal=True) == "split_kv"
     mask = torch.ones(64, 64, dtype=torch.bool, device="cuda")
     blocked = {
         "attn_mask": dict(attn_mask=mask),
@@ -428,18 +202,6 @@ def test_cuda_graph_capture_and_replay(shape, options):
         static.copy_(new)
     graph.replay()
     torch.testing.assert_close(captured, sink_attention(*fresh, **options), rtol=0, atol=0)
-
-
-def test_opcheck():
-    q, k, v, log_gamma = cuda_inputs(2, 4, 2, 24, 24, 16, dtype=torch.bfloat16)
-    mask = padding_mask([24, 16], 24, 24).cuda()
-    cases = [
-        (q, k, v, log_gamma, None, None, True, None, None, None),
-        (q, k, v, log_gamma, torch.tensor([0, 3], device="cuda"), mask, False, 0.2, 10.0, 4),
-        (q.float(), k.float(), v.float(), log_gamma, None, mask, True, None, None, None),
-    ]
-    for args in cases:
-        torch.library.opcheck(torch.ops.zerotuning.sink_attention.default, args)
 
 
 # ---- a tiny HF model on the GPU -------------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 namespace zerotuning::cpu {
 
-// Fills p.out and p.lse. Inputs must already be validated (see csrc/validate.h).
+// Fills p.out and p.lse. Inputs must already be validated (csrc/sink_attention_call.h).
 void sink_attention_forward(const SinkAttentionParams& p);
 
 // sinks[b] = p.sink_index[b] if given, else the first key that p.mask leaves visible to some

@@ -1,4 +1,4 @@
-// The CPU kernel core against a naive double-precision reference written here from METHOD.md §1.
+// The CPU kernel core against a naive double-precision reference written here from docs/method.md §1.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
