@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..atomic_files import write_text_atomically
 from ..tasks.prompts import render_prompt
-from ..tasks.task import CLASSIFICATION, OPTION_LETTERS, Example, Task
+from ..tasks.task import CLASSIFICATION, GENERATION, OPTION_LETTERS, Example, Task
 
 _TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -28,6 +28,8 @@ def export_task(task: Task, out_dir: str | Path, *, name: str | None = None) -> 
 
     ``name`` (default ``zerotuning_<task name>``) is the lm-eval task name; existing files are refused.
     """
+    if task.spec.kind == GENERATION:
+        raise ValueError(f"task {task.spec.name!r} is a generation task; only classification and multiple-choice tasks export to lm-eval")
     name = name or f"zerotuning_{re.sub(r'[^A-Za-z0-9_]', '_', task.spec.name)}"
     if not _TASK_NAME.match(name):
         raise ValueError(f"name: got {name!r}, expected an lm-eval task name (a letter, then letters, digits or _)")

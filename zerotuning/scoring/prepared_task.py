@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tasks.prompts import draw_demonstrations, render_prompt
-from ..tasks.task import CLASSIFICATION, Example, Task
+from ..tasks.task import CLASSIFICATION, GENERATION, Example, Task
 from .answer_tokens import AnswerTokens, answer_tokens
 from .encoding import ScoringSet
 
@@ -47,6 +47,8 @@ class PreparedTask:
 
 def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0) -> PreparedTask:
     """Draw ``shots`` demonstrations with ``seed`` and tokenise the calibration and test splits once."""
+    if task.spec.kind == GENERATION:
+        raise ValueError(f"task {task.spec.name!r} is a generation task: score it with zerotuning.generation, not the answer-token scorer")
     demonstrations = draw_demonstrations(task, shots, seed)
     tokens = answer_tokens(tokenizer, task.answer_strings())
     sets = {name: _scoring_set(task, name, demonstrations, tokenizer) for name in SCORED_SPLITS}

@@ -5,12 +5,13 @@ from .columns import ANSWER_FORMATS, ColumnMapping
 from .loader import TaskRequest, load_task
 from .prompts import ANSWER_CUE, default_instruction, draw_demonstrations, render_prompt
 from .splits import SplitPlan
-from .task import CLASSIFICATION, MULTIPLE_CHOICE, SPLITS, TASK_KINDS, Example, Task, TaskSpec
+from .task import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE, SPLITS, TASK_KINDS, Example, Task, TaskSpec
 
 __all__ = [
     "ANSWER_CUE",
     "ANSWER_FORMATS",
     "CLASSIFICATION",
+    "GENERATION",
     "MULTIPLE_CHOICE",
     "SPLITS",
     "TASK_KINDS",

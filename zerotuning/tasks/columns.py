@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .task import CLASSIFICATION, MULTIPLE_CHOICE, OPTION_LETTERS, Example
+from .generation_rows import generation_example
+from .task import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE, OPTION_LETTERS, Example
 
 ANSWER_FORMATS = ("auto", "index", "index1", "letter", "text")
 
@@ -19,8 +20,9 @@ class ColumnMapping:
     ``choice_columns`` (one column per option, in order; empty trailing cells are dropped).
     ``answer_format``: ``index`` (0-based), ``index1`` (1-based), ``letter`` (A, B, ...),
     ``text`` (the right choice's text), or ``auto`` (an integer is a 0-based index, a single
-    letter within range is a letter, else the text of exactly one choice). ``id`` is optional
-    (row numbers otherwise).
+    letter within range is a letter, else the text of exactly one choice). Generation rows use
+    ``prompt`` or ``messages``, ``references`` and optionally ``pattern``
+    (``zerotuning.tasks.generation_rows``). ``id`` is optional (row numbers otherwise).
     """
 
     text: str = "text"
@@ -31,6 +33,10 @@ class ColumnMapping:
     answer: str = "answer"
     answer_format: str = "auto"
     id: str = "id"
+    prompt: str = "prompt"
+    messages: str = "messages"
+    references: str = "references"
+    pattern: str = "pattern"
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
@@ -45,14 +51,18 @@ class ColumnMapping:
 
 
 def infer_kind(row: dict, columns: ColumnMapping) -> str:
-    """Classification when the row has the label column, multiple choice when it has the question column."""
+    """Classification when the row has the label column, multiple choice when it has the question column,
+    generation when it has the references column and a prompt or messages column."""
     if columns.label in row and columns.text in row:
         return CLASSIFICATION
     if columns.question in row and (columns.choices in row or columns.choice_columns):
         return MULTIPLE_CHOICE
+    if columns.references in row and (columns.prompt in row or columns.messages in row):
+        return GENERATION
     raise ValueError(
         f"cannot tell the task kind from the columns {sorted(row)}: expected {columns.text!r} and {columns.label!r} "
-        f"(classification) or {columns.question!r} and {columns.choices!r} (multiple choice); "
+        f"(classification), {columns.question!r} and {columns.choices!r} (multiple choice) or {columns.references!r} "
+        f"and {columns.prompt!r} or {columns.messages!r} (generation); "
         "name the columns or give the kind explicitly"
     )
 
@@ -71,6 +81,8 @@ def classification_labels(rows: list[dict], columns: ColumnMapping) -> tuple[str
 def row_to_example(row: dict, row_number: int, split: str, kind: str, columns: ColumnMapping, labels: tuple[str, ...]) -> Example:
     """One example from one raw row; errors name the row, the column and the value."""
     example_id = str(row[columns.id]) if columns.id in row and row[columns.id] not in (None, "") else f"row-{row_number}"
+    if kind == GENERATION:
+        return generation_example(row, row_number, split, example_id, columns)
     if kind == CLASSIFICATION:
         text = _text_cell(row, columns.text, row_number)
         return Example(id=example_id, split=split, answer=_label_index(row, row_number, columns, labels), text=text)

@@ -85,11 +85,14 @@ def load_task(request: TaskRequest) -> Task:
     )
     plan = _resolved_plan(request.splits, origin)
     splits, split_account = assign_splits(rows, plan)
-    examples = tuple(
-        row_to_example(row, row_number, split, kind, request.columns, spec.labels)
-        for row_number, (row, split) in enumerate(zip(rows, splits))
-        if split is not None
-    )
+    try:
+        examples = tuple(
+            row_to_example(row, row_number, split, kind, request.columns, spec.labels)
+            for row_number, (row, split) in enumerate(zip(rows, splits))
+            if split is not None
+        )
+    except ValueError as error:  # name the source: the row number alone does not say where
+        raise ValueError(f"task {request.source!r}: {error}") from error
     _check_unique_ids(examples)
     return Task(spec=spec, examples=examples, source={"origin": origin, "request": request.to_json(), "splits": split_account})
 

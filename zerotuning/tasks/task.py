@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 CLASSIFICATION = "classification"
 MULTIPLE_CHOICE = "multiple_choice"
-TASK_KINDS = (CLASSIFICATION, MULTIPLE_CHOICE)
+GENERATION = "generation"
+TASK_KINDS = (CLASSIFICATION, MULTIPLE_CHOICE, GENERATION)
+
+# A chat turn: (role, content); roles are "system", "user" and "assistant".
+Message = tuple[str, str]
+MESSAGE_ROLES = ("system", "user", "assistant")
 
 # "demo" feeds few-shot demonstrations only; gamma is tuned on "calibration" and judged on "test".
 SPLITS = ("demo", "calibration", "test")
@@ -53,7 +58,12 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled example. ``answer`` indexes the task's labels (classification) or ``choices``."""
+    """One labelled example. ``answer`` indexes the task's labels (classification) or ``choices``.
+
+    A generation example has ``answer`` -1 and instead a conversation ``messages`` ending with a
+    user turn, one or more ``references`` (acceptable answers) and an optional regular expression
+    ``pattern`` that a right answer matches.
+    """
 
     id: str
     split: str
@@ -61,6 +71,9 @@ class Example:
     text: str = ""
     question: str = ""
     choices: tuple[str, ...] = ()
+    messages: tuple[Message, ...] = ()
+    references: tuple[str, ...] = ()
+    pattern: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class Task:
 
     def answer_strings(self) -> tuple[str, ...]:
         """What the model should say after "Answer:": the label words, or option letters."""
+        if self.spec.kind == GENERATION:
+            raise ValueError(f"task {self.spec.name!r} is a generation task: it has references, not answer tokens")
         if self.spec.kind == CLASSIFICATION:
             return self.spec.labels
         most_choices = max((len(example.choices) for example in self.examples), default=0)
