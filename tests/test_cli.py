@@ -8,6 +8,8 @@ import json
 import pytest
 
 from zerotuning.cli import build_parser, main
+from zerotuning.evaluation.report import format_interval
+from zerotuning.profile import Profile
 
 from scoring_support import save_tiny_model_folder, sentiment_rows, write_jsonl
 
@@ -47,7 +49,7 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert code == 0
     assert "selected level" in printed and "tuned vs baseline" in printed
-    for name in ("profile.json", "profile_level0.json", "profile_level1.json", "profile_level2.json", "results.json", "predictions.json"):
+    for name in ("profile.json", "README.md", "profile_level0.json", "profile_level1.json", "profile_level2.json", "results.json", "predictions.json"):
         assert (out / name).is_file(), name
     for name in ("metric_vs_gamma.png", "head_effects.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
@@ -77,8 +79,14 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     tuned_accuracy = sum(row["tuned"] == row["answer"] for row in predictions) / 29
     assert tuned_accuracy == pytest.approx(test["methods"]["tuned"]["accuracy"]["estimate"])
 
+    # The run folder is a profile folder: its card shows the held-out results that results.json has.
+    held_out = Profile.from_pretrained(out).metadata["zerotuning"]["held_out"]
+    assert held_out["accuracy"]["tuned"] == test["methods"]["tuned"]["accuracy"]
+    assert held_out["comparisons"]["tuned vs baseline"]["mcnemar_p"] == test["comparisons"]["tuned vs baseline"]["mcnemar"]["p_value"]
+    assert format_interval(test["methods"]["tuned"]["accuracy"]) in (out / "README.md").read_text(encoding="utf-8")
+
     monkeypatch.chdir(root.parent)  # the profile records absolute paths of the model and the data file
-    code = main(["evaluate", "--profile", str(out / "profile.json"), "--bootstrap-resamples", "300", "--out", str(out / "evaluation.json")])
+    code = main(["evaluate", "--profile", str(out), "--bootstrap-resamples", "300", "--out", str(out / "evaluation.json")])
     printed = capsys.readouterr().out
     assert code == 0 and "tuned vs baseline" in printed
     evaluation = json.loads((out / "evaluation.json").read_text())

@@ -83,8 +83,12 @@ def test_json_round_trip(tmp_path):
     path = profile.save(tmp_path / "profile.json")
     data = json.loads(path.read_text())
     assert data["schema_version"] == SCHEMA_VERSION
-    assert data["identity"] == {"model_type": "llama", "num_layers": 3, "num_heads": 4, "num_kv_heads": 2}
-    assert Profile.load(path) == profile
+    assert data["identity"] == {
+        "model_type": "llama", "num_layers": 3, "num_heads": 4, "num_kv_heads": 2,
+        "base_model": None, "config_fingerprint": profile.identity.config_fingerprint,
+    }
+    loaded = Profile.load(path)
+    assert loaded == profile and loaded.identity.config_fingerprint == profile.identity.config_fingerprint
 
 
 def test_metadata_must_be_json():

@@ -1,7 +1,7 @@
 """ZeroTuning: rescale each attention head's attention to the initial token, without training."""
 
 from .ops import cpu_isa, sink_attention
-from .profile import ModelIdentity, Profile
+from .profile import ModelIdentity, Profile, ProfileMismatchWarning
 from .reference import sink_attention_reference
 
 # The HuggingFace glue imports transformers (seconds); load it on first use only.
@@ -16,4 +16,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'zerotuning' has no attribute {name!r}")
 
 
-__all__ = ["sink_attention", "sink_attention_reference", "cpu_isa", "Profile", "ModelIdentity", *_HF_NAMES]
+__all__ = ["sink_attention", "sink_attention_reference", "cpu_isa", "Profile", "ModelIdentity", "ProfileMismatchWarning", *_HF_NAMES]

@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calibration split). Model, task, shots and seed default to the ones recorded in the profile by `tune`.",
         formatter_class=_HelpFormatter,
     )
-    evaluate.add_argument("--profile", type=Path, required=True, help="a profile JSON written by `zerotuning tune`")
+    evaluate.add_argument(
+        "--profile", required=True, help="a profile written by `zerotuning tune`: its --out folder, a profile JSON file, "
+        "a folder written by Profile.save_pretrained, or a hub id"
+    )
     _add_model_options(evaluate, model_default=None)
     _add_task_options(evaluate, task_required=False)
     _add_run_options(evaluate, recorded_defaults=True)
@@ -214,9 +217,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .tuning import run_record
     from .tuning.experiment import run_evaluation
 
-    if not args.profile.is_file():
-        raise FileNotFoundError(f"--profile: {str(args.profile)!r} does not exist")
-    profile = Profile.load(args.profile)
+    profile = Profile.from_pretrained(args.profile)
     recorded = run_record.RecordedRun.of(profile, args.profile)
     for option in ("model", "shots", "seed"):
         setattr(args, option, recorded.setting(option, getattr(args, option)))

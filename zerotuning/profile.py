@@ -2,7 +2,11 @@
 
 A ``Profile`` is plain data: it knows nothing about how gammas reach the attention kernel
 (that is ``zerotuning.hf``). It is saved as JSON with a schema version and validated on load,
-so a profile tuned for one model cannot silently be applied to another.
+so a profile tuned for one model cannot silently be applied to another: a model of another
+shape is refused, one of the same shape but another configuration (``model_fingerprint``) is
+warned about, or refused with ``strict=True``. As a folder with a model card it is saved,
+loaded and shared like an adapter (``save_pretrained``, ``from_pretrained``, ``push_to_hub``:
+``profile_folder.py``).
 """
 
 from __future__ import annotations
@@ -10,23 +14,37 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic_files import write_text_atomically
+from .model_fingerprint import config_fingerprint, model_name
 
-SCHEMA_VERSION = 1
+# Version 2 added the identity's base_model and config_fingerprint; version 1 files still load.
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+_SHAPE_KEYS = ("model_type", "num_layers", "num_heads", "num_kv_heads")
+_ORIGIN_KEYS = ("base_model", "config_fingerprint")
+
+
+class ProfileMismatchWarning(UserWarning):
+    """A profile is applied to a model of its shape whose configuration is not the one it was tuned on."""
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """The shape a profile is tied to: model type and attention layout of the text decoder."""
+    """The model a profile is tied to: model type and attention layout of the text decoder (its
+    shape, which equality compares), plus where it came from and its configuration's fingerprint
+    (None when unknown, e.g. in a version 1 file)."""
 
     model_type: str
     num_layers: int
     num_heads: int
     num_kv_heads: int
+    base_model: str | None = field(default=None, compare=False)
+    config_fingerprint: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_type, str) or not self.model_type:
@@ -39,6 +57,10 @@ class ModelIdentity:
             raise ValueError(
                 f"ModelIdentity.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
             )
+        for name in _ORIGIN_KEYS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"ModelIdentity.{name} must be a non-empty string or None, got {value!r}")
 
     @classmethod
     def of(cls, model: Any) -> "ModelIdentity":
@@ -60,6 +82,8 @@ class ModelIdentity:
             num_layers=int(num_layers),
             num_heads=int(num_heads),
             num_kv_heads=int(num_kv_heads),
+            base_model=model_name(model),
+            config_fingerprint=config_fingerprint(text_config),
         )
 
     def describe(self) -> str:
@@ -69,20 +93,21 @@ class ModelIdentity:
             f"({self.num_kv_heads} kv heads)"
         )
 
+    def describe_origin(self) -> str:
+        """The base model's name and config fingerprint, for messages."""
+        return f"{self.base_model or 'an unnamed model'} (config {self.config_fingerprint or 'fingerprint unknown'})"
+
     def to_json(self) -> dict:
-        return {
-            "model_type": self.model_type,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "num_kv_heads": self.num_kv_heads,
-        }
+        return {name: getattr(self, name) for name in (*_SHAPE_KEYS, *_ORIGIN_KEYS)}
 
     @classmethod
-    def from_json(cls, data: Any) -> "ModelIdentity":
-        expected = {"model_type", "num_layers", "num_heads", "num_kv_heads"}
+    def from_json(cls, data: Any, schema_version: int = SCHEMA_VERSION) -> "ModelIdentity":
+        expected = set(_SHAPE_KEYS) if schema_version == 1 else {*_SHAPE_KEYS, *_ORIGIN_KEYS}
         if not isinstance(data, dict) or set(data) != expected:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"profile identity: expected an object with keys {sorted(expected)}, got {got}")
+            raise ValueError(
+                f"profile identity: expected an object with keys {sorted(expected)} (schema_version {schema_version}), got {got}"
+            )
         return cls(**data)
 
 
@@ -167,13 +192,32 @@ class Profile:
             rows[layer][head] = gamma
         return cls(identity, rows)
 
-    def check_matches(self, identity: ModelIdentity) -> None:
-        """Raise ValueError naming both shapes unless this profile was made for ``identity``."""
+    def check_matches(self, identity: ModelIdentity, *, strict: bool = False) -> None:
+        """Raise ValueError naming both shapes unless this profile was made for a model of ``identity``'s shape.
+
+        Of the same shape but another configuration fingerprint: a ``ProfileMismatchWarning``, or
+        ValueError with ``strict``; ``strict`` also refuses a profile that records no fingerprint.
+        """
         if self.identity != identity:
             raise ValueError(
                 f"profile is for {self.identity.describe()}, but the model is {identity.describe()}; "
                 "build or tune a profile for this model"
             )
+        ours, theirs = self.identity.config_fingerprint, identity.config_fingerprint
+        if strict and ours is None:
+            raise ValueError(
+                "strict=True: the profile records no config fingerprint (a schema_version 1 file or a hand-made "
+                f"identity), so it cannot be checked against {identity.describe_origin()}; pass strict=False to apply it"
+            )
+        if ours is None or theirs is None or ours == theirs:
+            return
+        message = (
+            f"profile was tuned on {self.identity.describe_origin()}, but the model is {identity.describe_origin()}: "
+            "the same shape with another configuration, so its gammas may not fit this model"
+        )
+        if strict:
+            raise ValueError(f"strict=True: {message}")
+        warnings.warn(message + " (strict=True refuses this)", ProfileMismatchWarning, stacklevel=3)
 
     def to_json(self) -> dict:
         return {
@@ -188,15 +232,15 @@ class Profile:
         if not isinstance(data, dict):
             raise ValueError(f"profile: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"profile: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        if isinstance(version, bool) or version not in _READABLE_VERSIONS:
+            raise ValueError(f"profile: schema_version {version!r} is not supported (expected one of {_READABLE_VERSIONS})")
         unknown = set(data) - {"schema_version", "identity", "gammas", "metadata"}
         if unknown or "identity" not in data or "gammas" not in data:
             raise ValueError(
                 "profile: expected keys schema_version, identity, gammas and optional metadata, "
                 f"got {sorted(data)}"
             )
-        return cls(ModelIdentity.from_json(data["identity"]), data["gammas"], data.get("metadata", {}))
+        return cls(ModelIdentity.from_json(data["identity"], version), data["gammas"], data.get("metadata", {}))
 
     def save(self, path: str | Path) -> Path:
         """Write the profile as UTF-8 JSON, atomically (an earlier file survives a failed write); returns the path."""
@@ -216,6 +260,33 @@ class Profile:
             return cls.from_json(data)
         except (TypeError, ValueError) as error:
             raise ValueError(f"profile {str(path)!r}: {error}") from None
+
+    # Folders like adapters: profile.json plus a README.md model card (profile_folder.py).
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``directory``/profile.json and ``directory``/README.md (the model card), each atomically; returns the folder."""
+        from .profile_folder import save_folder
+
+        return save_folder(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, revision: str | None = None, *, cache_dir: str | Path | None = None,
+        token: str | bool | None = None, local_files_only: bool = False,
+    ) -> "Profile":
+        """Load a profile folder, a single-file profile (``save``), or a hub repository's profile.json at ``revision``."""
+        from .profile_folder import load_folder
+
+        return load_folder(name_or_path, revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+
+    def push_to_hub(
+        self, repo_id: str, *, revision: str | None = None, private: bool | None = None, token: str | bool | None = None,
+        commit_message: str | None = None,
+    ):
+        """Upload profile.json and README.md to a hub model repository (created if missing); returns the commit info."""
+        from .profile_folder import push_folder
+
+        return push_folder(self, repo_id, revision=revision, private=private, token=token, commit_message=commit_message)
 
 
 def _checked_layers(layers: Iterable[int], identity: ModelIdentity) -> list[int]:

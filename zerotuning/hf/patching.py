@@ -35,11 +35,13 @@ class _Patch:
     profile: Profile
 
 
-def apply(model: torch.nn.Module, profile: Profile) -> torch.nn.Module:
+def apply(model: torch.nn.Module, profile: Profile, *, strict: bool = False) -> torch.nn.Module:
     """Run ``model``'s attention with ``profile``'s gammas; returns the model.
 
     Raises ValueError if the profile was made for another model shape, TypeError if the model's
-    attention does not go through transformers' AttentionInterface.
+    attention does not go through transformers' AttentionInterface. A profile tuned on a model of
+    the same shape but another configuration warns (``ProfileMismatchWarning``), or raises
+    ValueError with ``strict`` (which also refuses a profile that records no fingerprint).
     """
     if not isinstance(profile, Profile):
         raise TypeError(f"profile: expected a zerotuning.Profile, got {type(profile).__name__}")
@@ -47,10 +49,10 @@ def apply(model: torch.nn.Module, profile: Profile) -> torch.nn.Module:
     if patch is None:
         modules = families.attention_modules(model)
         identity = ModelIdentity.of(model)
-        profile.check_matches(identity)
+        profile.check_matches(identity, strict=strict)
         patch = _install(model, identity, modules)
     else:
-        profile.check_matches(patch.identity)
+        profile.check_matches(patch.identity, strict=strict)
     _set_gammas(patch, profile)
     return model
 
@@ -72,13 +74,13 @@ def remove(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def applied(model: torch.nn.Module, profile: Profile) -> Iterator[torch.nn.Module]:
+def applied(model: torch.nn.Module, profile: Profile, *, strict: bool = False) -> Iterator[torch.nn.Module]:
     """``with applied(model, profile): ...`` restores the state before entry on exit.
 
     If the model already carried a profile, that profile is put back; otherwise ZeroTuning is removed.
     """
     before = active_profile(model)
-    apply(model, profile)
+    apply(model, profile, strict=strict)
     try:
         yield model
     finally:

@@ -56,6 +56,20 @@ def record_tuning(profile: Profile, level_result: LevelResult, request: TaskRequ
     }
 
 
+def record_held_out(profile: Profile, comparison: dict) -> None:
+    """Store in ``profile``'s run record the held-out accuracies with intervals and the paired comparisons
+    (``compare_on_test``'s output), for its model card."""
+    profile.metadata[RECORD_KEY]["held_out"] = {
+        "examples": comparison["examples"],
+        "accuracy": {name: method["accuracy"] for name, method in comparison["methods"].items() if "accuracy" in method},
+        "comparisons": {
+            name: {"accuracy_difference": row["accuracy_difference"], "mcnemar_p": row["mcnemar"]["p_value"]}
+            for name, row in comparison["comparisons"].items()
+            if "accuracy_difference" in row and "mcnemar" in row
+        },
+    }
+
+
 @dataclass(frozen=True)
 class RecordedRun:
     """What a saved profile records about the run that tuned it (empty for a profile made by hand)."""
@@ -88,13 +102,16 @@ class RecordedRun:
 def write_tuning_run(
     out: Path, results: dict, tuning: TuningResult, request: TaskRequest, settings: RunSettings, model_spec: str
 ) -> None:
-    """Into ``out``: profile_level<N>.json per level and profile.json (the selected one), each with its
-    run record; metric_vs_gamma.png, head_effects.png (with Level 2), results.json and predictions.json."""
+    """Into ``out``: profile_level<N>.json per level and profile.json (the selected one, with its held-out
+    results) plus its README.md model card, so that ``out`` is a profile folder; each profile with its run
+    record; metric_vs_gamma.png, head_effects.png (with Level 2), results.json and predictions.json."""
     out.mkdir(parents=True, exist_ok=True)
-    for level, level_result in tuning.levels.items():
+    for level_result in tuning.levels.values():
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
+    record_held_out(tuning.selected.profile, results["test"])
+    for level, level_result in tuning.levels.items():
         level_result.profile.save(out / f"profile_level{level}.json")
-    tuning.selected.profile.save(out / "profile.json")
+    tuning.selected.profile.save_pretrained(out)
     objective = settings.make_objective()
     results["files"] = {
         "profile": str(out / "profile.json"),
