@@ -19,14 +19,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_every_option_of_every_command_is_explained(capsys):
     parser = build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(commands.choices) == {"tune", "evaluate", "probe-heads", "lm-eval", "lm-eval-task", "compare"}
+    assert set(commands.choices) == {"tune", "evaluate", "probe-heads", "export", "lm-eval", "lm-eval-task", "compare"}
     for name, subparser in commands.choices.items():
         for action in subparser._actions:
             assert action.help and len(action.help) > 10, (name, action.dest)
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])
         assert exit_info.value.code == 0
-        assert "--task" in capsys.readouterr().out or name == "compare"  # compare reads two finished runs
+        # compare reads two finished runs; export writes a model folder
+        assert "--task" in capsys.readouterr().out or name in ("compare", "export")
 
 
 @pytest.fixture(scope="module")

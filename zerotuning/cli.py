@@ -1,4 +1,4 @@
-"""The ``zerotuning`` console script: ``tune``, ``evaluate``, ``probe-heads``, and (``zerotuning.lm_eval.cli``)
+"""The ``zerotuning`` console script: ``tune``, ``evaluate``, ``probe-heads``, ``export``, and (``zerotuning.lm_eval.cli``)
 ``lm-eval``, ``lm-eval-task`` and ``compare``.
 
 It parses the options, calls the engine (``zerotuning.tuning``) and prints; what a run records and
@@ -107,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
     probe.set_defaults(command_function=_probe_heads)
     add_lm_eval_commands(commands, _HelpFormatter)
+
+    export = commands.add_parser(
+        "export",
+        help="write the loaded model (GGUF included) as a HuggingFace folder that vLLM loads, with a profile beside it",
+        description="Load --model as the other commands do (GGUF dequantised, BOS checked) and write it to the new "
+        "folder --out: config.json, safetensors weights, the tokenizer, zerotuning_export.json and, with --profile, "
+        "zerotuning_profile.json (read by the vLLM plugin, docs/vllm.md). The folder is checked by reloading it "
+        "and comparing logits, and appears only when complete; an existing --out is refused.",
+        formatter_class=_HelpFormatter,
+    )
+    export.add_argument("--model", default="smollm2", help="what zerotuning.models.load_model loads: smollm2, gemma3, a HuggingFace folder or a .gguf file")
+    export.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of the written weights")
+    export.add_argument("--profile", type=Path, default=None, help="a profile JSON for this model (e.g. written by `zerotuning tune`), copied into the folder")
+    export.add_argument("--out", type=Path, required=True, help="the folder to create (must not exist)")
+    export.set_defaults(command_function=_export)
     return parser
 
 
@@ -246,6 +261,22 @@ def _probe_heads(args: argparse.Namespace) -> int:
     counts = results["head_profile"]["counts"]
     print(f"{counts['up']} up-effective, {counts['down']} down-effective, {counts['neutral']} neutral probes; dominant: {results['head_profile']['dominant_kind']}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    if args.out.exists():  # before the model loads
+        raise FileExistsError(f"--out: {str(args.out)!r} already exists; expected a new folder")
+    profile = None
+    if args.profile is not None:
+        if not args.profile.is_file():
+            raise FileNotFoundError(f"--profile: {str(args.profile)!r} does not exist")
+        profile = Profile.load(args.profile)
+    model, tokenizer = load_model(args.model, dtype=DTYPES[args.dtype])
+    export_model(model, tokenizer, args.out, profile)
+    print(f"wrote {args.out}" + (f" with the profile {args.profile}" if profile is not None else ""))
     return 0
 
 
