@@ -156,3 +156,60 @@ def test_cost_ledger_nests_stages_and_totals_the_outermost():
     total = ledger.total()
     assert (total.forward_passes, total.examples_scored, total.tokens) == (2, 6, 50)
     assert ledger.stages["level2"].seconds >= ledger.stages["level2.profiling"].seconds
+
+
+class TableTokenizer:
+    """``"Answer:"`` is token 0; what follows it is looked up in a table (each form's tokens), for surface-form tests."""
+
+    def __init__(self, table: dict[str, list[int]]):
+        self.table = table
+        self.texts = {0: "Answer:"}
+        for form, ids in table.items():
+            self.texts.setdefault(ids[0], form)  # a shared token reads as the form that defined it first
+
+    def __call__(self, text, add_special_tokens=False):
+        rest = text[len("Answer:") :]
+        return {"input_ids": [0] + (self.table[rest] if rest in self.table else [99] if rest else [])}
+
+    def decode(self, ids):
+        return "".join(self.texts.get(i, "?") for i in ids)
+
+
+def test_surface_forms_collect_each_answers_first_tokens_and_drop_shared_ones():
+    table = {" up": [1], "up": [2, 9], " Up": [3], "Up": [4], " down": [5], "down": [6], " Down": [7], "Down": [4]}
+    tokens = answer_tokens(TableTokenizer(table), ("up", "down"))
+    assert tokens.mode == "surface" and tokens.token_ids == (1, 5)
+    # "Down" starts with the token of "Up": that token is dropped from both answers.
+    assert tokens.forms == ((1, 3, 2), (5, 7, 6))
+    assert tokens.dropped_forms == ("up: 'Up'", "down: 'Up'")
+    assert tokens.parse(" Down") == 1 and tokens.parse("UP") == 0 and tokens.parse("sideways") == -1
+    assert tokens.to_json()[1]["form_token_texts"] == [" down", " Down", "down"]
+    first = answer_tokens(TableTokenizer(table), ("up", "down"), forms="first_token")
+    assert first.forms == ((1,), (5,)) and first.mode == "first_token"
+    with pytest.raises(ValueError, match="forms: got 'all'"):
+        answer_tokens(TableTokenizer(table), ("up", "down"), forms="all")
+    letters = answer_tokens(TableTokenizer({" A": [11], "A": [12], " a": [13], "a": [14], " B": [15], "B": [16]}), ("A", "B"))
+    assert letters.forms == ((11, 12), (15, 16))  # an option letter has no lower-case form ("a" is a word)
+    merged = answer_tokens(ChunkTokenizer(), ("yes", "no"))  # "Answer:yes" re-chunks the cue: no form without the space
+    assert merged.form_texts == ((" yes", " Yes"), (" no", " No"))
+
+
+def test_scorer_sums_the_mass_of_every_surface_form(tmp_path):
+    tokenizer = word_tokenizer(extra_words=("Negative", "Positive"))
+    path = write_jsonl(sentiment_rows(20, seed=2), tmp_path / "reviews.jsonl")
+    task = load_task(TaskRequest(source=str(path), splits=SplitPlan(fractions={"demo": 0.2, "calibration": 0.4, "test": 0.4})))
+    prepared_task = prepare_task(task, tokenizer)
+    forms = prepared_task.answer_tokens.forms
+    assert [len(f) for f in forms] == [2, 2]  # " negative"/"negative" are one word-level token; "Negative" another
+    model = tiny_lm(tokenizer)
+    test_set = prepared_task.sets["test"]
+    scored = Scorer(model, tokenizer, prepared_task.answer_tokens, batch_size=3, ledger=CostLedger()).score(test_set, "forms")
+    for index in range(len(test_set.example_ids)):
+        with torch.no_grad():
+            logits = model(torch.tensor([test_set.token_ids[index]])).logits[0, -1].double()
+        probs = torch.softmax(logits, -1)
+        mass = [float(probs[list(ids)].sum()) for ids in forms]
+        np.testing.assert_allclose(np.exp(scored.vocab_log_probs()[index]), mass, rtol=1e-4)
+    subset = scored.take(np.array([2, 0]))
+    assert subset.example_ids == (scored.example_ids[2], scored.example_ids[0])
+    assert ScoredSplit.concatenate([scored.take(np.arange(3)), scored.take(np.arange(3, len(scored)))]).example_ids == scored.example_ids

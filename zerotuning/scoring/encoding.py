@@ -22,6 +22,17 @@ class ScoringSet:
         if not self.example_ids:
             raise ValueError(f"split {self.name!r} has no examples to score")
 
+    def subset(self, indices: np.ndarray) -> "ScoringSet":
+        """The examples at ``indices``, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ScoringSet(
+            name=self.name,
+            example_ids=tuple(self.example_ids[i] for i in indices),
+            token_ids=tuple(self.token_ids[i] for i in indices),
+            answers=self.answers[indices],
+            choice_counts=self.choice_counts[indices],
+        )
+
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.token_ids])
 

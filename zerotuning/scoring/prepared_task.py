@@ -37,6 +37,7 @@ class PreparedTask:
             "demonstration_seed": self.demonstration_seed,
             "demonstration_ids": [demo.id for demo in self.demonstrations],
             "answer_tokens": self.answer_tokens.to_json(),
+            "answer_scoring": self.answer_tokens.describe(),
             "example_prompt": self.example_prompt,
             "prompt_tokens": {
                 name: {"min": int(scoring_set.lengths().min()), "max": int(scoring_set.lengths().max()), "mean": float(scoring_set.lengths().mean())}
@@ -45,12 +46,16 @@ class PreparedTask:
         }
 
 
-def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0) -> PreparedTask:
-    """Draw ``shots`` demonstrations with ``seed`` and tokenise the calibration and test splits once."""
+def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0, answer_forms: str = "surface") -> PreparedTask:
+    """Draw ``shots`` demonstrations with ``seed`` and tokenise the calibration and test splits once.
+
+    ``answer_forms``: ``"surface"`` scores each answer by all its surface forms' first tokens,
+    ``"first_token"`` by its canonical first token only (``zerotuning.scoring.answer_tokens``).
+    """
     if task.spec.kind == GENERATION:
         raise ValueError(f"task {task.spec.name!r} is a generation task: score it with zerotuning.generation, not the answer-token scorer")
     demonstrations = draw_demonstrations(task, shots, seed)
-    tokens = answer_tokens(tokenizer, task.answer_strings())
+    tokens = answer_tokens(tokenizer, task.answer_strings(), forms=answer_forms)
     sets = {name: _scoring_set(task, name, demonstrations, tokenizer) for name in SCORED_SPLITS}
     first = task.split("calibration")[0]
     return PreparedTask(

@@ -17,7 +17,9 @@ from .distributions import entropy_from_log_probs, masked_log_softmax
 class ScoredSplit:
     """Per-example outputs at the answer position, in the split's example order.
 
-    ``answer_logits`` [N, C]: the model's logits of the C answer tokens; ``choice_mask`` [N, C]
+    ``answer_logits`` [N, C]: per answer, the log-sum-exp of the model's logits of its forms' first
+    tokens (with one form, that token's logit), so ``answer_logits - vocab_logsumexp`` is the log
+    of the answer's probability mass at the answer position; ``choice_mask`` [N, C]
     marks the answers an example offers (multiple-choice items can have fewer options).
     ``vocab_logsumexp`` and ``vocab_entropy`` [N] describe the full next-token distribution;
     ``greedy_tokens`` [N] is its argmax and ``greedy_answers`` [N] the answer that token names
@@ -36,12 +38,35 @@ class ScoredSplit:
     def __len__(self) -> int:
         return len(self.example_ids)
 
+    def take(self, indices: np.ndarray) -> "ScoredSplit":
+        """The examples at ``indices``, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ScoredSplit(
+            example_ids=tuple(self.example_ids[i] for i in indices),
+            answers=self.answers[indices],
+            choice_mask=self.choice_mask[indices],
+            answer_logits=self.answer_logits[indices],
+            vocab_logsumexp=self.vocab_logsumexp[indices],
+            vocab_entropy=self.vocab_entropy[indices],
+            greedy_tokens=self.greedy_tokens[indices],
+            greedy_answers=self.greedy_answers[indices],
+        )
+
+    @classmethod
+    def concatenate(cls, parts: list["ScoredSplit"]) -> "ScoredSplit":
+        """The examples of ``parts`` one after the other."""
+        return cls(
+            example_ids=tuple(i for part in parts for i in part.example_ids),
+            **{name: np.concatenate([getattr(part, name) for part in parts]) for name in (
+                "answers", "choice_mask", "answer_logits", "vocab_logsumexp", "vocab_entropy", "greedy_tokens", "greedy_answers")},
+        )
+
     def answer_log_probs(self) -> np.ndarray:
         """[N, C] log-probabilities renormalised over the offered answers (the answer distribution)."""
         return masked_log_softmax(self.answer_logits, self.choice_mask)
 
     def vocab_log_probs(self) -> np.ndarray:
-        """[N, C] log-probabilities of the answer tokens under the full-vocabulary distribution."""
+        """[N, C] log of each answer's probability mass (its forms' first tokens) under the full-vocabulary distribution."""
         return np.where(self.choice_mask, self.answer_logits.astype(np.float64) - self.vocab_logsumexp[:, None], -np.inf)
 
     def predictions(self) -> np.ndarray:
@@ -58,7 +83,7 @@ class ScoredSplit:
         return float(self.correct().mean())
 
     def mean_answer_log_likelihood(self) -> float:
-        """Mean full-vocabulary log-probability of the right answer's token (the supervised tie-breaker)."""
+        """Mean full-vocabulary log-probability (mass of its forms) of the right answer (the supervised tie-breaker)."""
         return float(self.vocab_log_probs()[np.arange(len(self)), self.answers].mean())
 
     def mean_answer_entropy(self) -> float:

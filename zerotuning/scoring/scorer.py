@@ -30,13 +30,17 @@ class Scorer:
         self.batch_size = batch_size
         self.ledger = ledger
         self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        self._answer_ids = torch.tensor(answer_tokens.token_ids, dtype=torch.long)
+        # [C, F] first-token ids of each answer's surface forms, padded by repeating the canonical one
+        # (a repeat would count twice, so padding is masked out of the log-sum-exp).
+        width = max(len(forms) for forms in answer_tokens.forms)
+        self._form_ids = torch.tensor([list(forms) + [forms[0]] * (width - len(forms)) for forms in answer_tokens.forms], dtype=torch.long)
+        self._form_mask = torch.tensor([[i < len(forms) for i in range(width)] for forms in answer_tokens.forms])
         self._parsed: dict[int, int] = {}
 
     def score(self, scoring_set: ScoringSet, description: str) -> ScoredSplit:
         """Score every example of ``scoring_set`` (progress bar labelled ``description``)."""
         count = len(scoring_set.example_ids)
-        answer_logits = np.empty((count, len(self._answer_ids)), dtype=np.float32)
+        answer_logits = np.empty((count, len(self._form_ids)), dtype=np.float32)
         logsumexp = np.empty(count, dtype=np.float64)
         entropy = np.empty(count, dtype=np.float64)
         greedy = np.empty(count, dtype=np.int64)
@@ -49,7 +53,7 @@ class Scorer:
                 logsumexp[indices] = rows["logsumexp"]
                 entropy[indices] = rows["entropy"]
                 greedy[indices] = rows["greedy"]
-        choice_mask = np.arange(len(self._answer_ids))[None, :] < scoring_set.choice_counts[:, None]
+        choice_mask = np.arange(len(self._form_ids))[None, :] < scoring_set.choice_counts[:, None]
         return ScoredSplit(
             example_ids=scoring_set.example_ids,
             answers=scoring_set.answers,
@@ -75,11 +79,16 @@ class Scorer:
         self.ledger.record_forward(len(token_lists), int(attention_mask.sum()), attention_mask.numel())
         probs = torch.softmax(logits, dim=-1)
         return {
-            "answer_logits": logits[:, self._answer_ids.to(device)].cpu().numpy(),
+            "answer_logits": self._answer_logits(logits).cpu().numpy(),
             "logsumexp": torch.logsumexp(logits, dim=-1).double().cpu().numpy(),
             "entropy": (-torch.special.xlogy(probs, probs).sum(-1)).double().cpu().numpy(),  # 0 log 0 = 0
             "greedy": logits.argmax(-1).cpu().numpy(),
         }
+
+    def _answer_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B, C] log-sum-exp of each answer's form logits: minus the vocabulary log-sum-exp, the log of its mass."""
+        form_logits = logits[:, self._form_ids.to(logits.device)]  # [B, C, F]
+        return torch.logsumexp(form_logits.masked_fill(~self._form_mask.to(logits.device), float("-inf")), dim=-1)
 
     def _greedy_answers(self, greedy: np.ndarray, choice_counts: np.ndarray) -> np.ndarray:
         """Parse each greedy token as an answer; naming an option the example lacks is invalid too."""
