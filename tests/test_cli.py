@@ -44,7 +44,7 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     monkeypatch.chdir(root)
     code = main([
         "tune", "--model", model_folder.name, "--task", data.name, "--shots", "1", "--seed", "3",
-        "--levels", "0,1,2", "--fixed-gamma", "2", "--gammas", "0.5,2", "--probe-gamma", "2",
+        "--search", "levels", "--levels", "0,1,2", "--fixed-gamma", "2", "--gammas", "0.5,2", "--probe-gamma", "2",
         "--batch-size", "16", "--bootstrap-resamples", "300", "--out", str(out),
     ])
     printed = capsys.readouterr().out
@@ -96,6 +96,34 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     assert json.loads((out / "evaluation_predictions.json").read_text()) == predictions
 
 
+def test_budgeted_default_stays_within_its_budget_and_reports_the_optimism(workspace, capsys, monkeypatch):
+    root, model_folder, data = workspace
+    out = root / "budgeted"
+    monkeypatch.chdir(root)
+    code = main(["tune", "--model", model_folder.name, "--task", data.name, "--seed", "3", "--batch-size", "16",
+                 "--bootstrap-resamples", "300", "--budget", "0.5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "selected budgeted" in printed and "optimism" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["tuning"]["selected_level"] == "budgeted" and (out / "profile_budgeted.json").is_file()
+    assert (out / "metric_vs_gamma.png").read_bytes()[:8] == PNG_MAGIC
+    cost = results["cost"]["tuning"]
+    # 4 heads per layer: the published protocol is 1 + 4 + 7 = 12 passes; half of it, baseline included.
+    assert cost["published_protocol_passes"] == 12 and cost["example_equivalent_passes"] <= 6.0
+    assert cost["examples_scored"] == results["cost"]["stages"]["baseline.calibration"]["examples_scored"] + results["cost"]["stages"]["budgeted"]["examples_scored"]
+    search = results["tuning"]["levels"]["budgeted"]["search"]
+    assert search["plan"]["cost_examples"] == results["cost"]["stages"]["budgeted"]["examples_scored"]
+    assert search["rungs"][-1]["examples"] == 29
+    selection = results["selection"]
+    assert selection["method"] == "tuned+label_bias" and selection["reference"] == "baseline+label_bias"
+    assert selection["optimism"] == pytest.approx(selection["calibration_gain"] - selection["test_gain"])
+    methods = results["test"]["methods"]
+    assert selection["test_gain"] == pytest.approx(methods["tuned+label_bias"]["accuracy"]["estimate"] - methods["baseline+label_bias"]["accuracy"]["estimate"])
+    assert "tuned+label_bias vs baseline" in results["test"]["comparisons"]
+    assert results["settings"]["answer_forms"] == "surface" and results["task"]["answer_scoring"]["mode"] == "surface"
+    assert results["settings"]["objective"]["calibration"] == "label_bias"
+
+
 def test_probe_heads_per_layer_and_head(workspace, capsys):
     root, model_folder, data = workspace
     out = root / "heads"
@@ -113,5 +141,11 @@ def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "missing.jsonl"), "--out", str(root / "x")])
     assert code == 2
     assert "missing.jsonl" in capsys.readouterr().err
-    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--gammas", "0,2", "--out", str(root / "x")])
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--search", "levels", "--gammas", "0,2", "--out", str(root / "x")])
     assert code == 2 and "gammas" in capsys.readouterr().err
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--gammas", "0.5,2", "--out", str(root / "x")])
+    assert code == 2 and "--gammas: only used with --search levels" in capsys.readouterr().err
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--search", "levels", "--budget", "0.5", "--out", str(root / "x")])
+    assert code == 2 and "--budget: only used with --search budgeted" in capsys.readouterr().err
+    code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--budget", "0.05", "--out", str(root / "x")])
+    assert code == 2 and "raise --budget" in capsys.readouterr().err

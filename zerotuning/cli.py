@@ -24,8 +24,10 @@ from .tasks.loader import TaskRequest, load_task
 from .tasks.splits import SplitPlan
 from .tasks.task import TASK_KINDS
 from .tuning.head_probing import GRANULARITIES
-from .tuning.objectives import ENTROPY_CHOICES
-from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, TuningConfig
+from .evaluation.out_of_fold import DEFAULT_FOLDS
+from .scoring.answer_tokens import ANSWER_FORMS
+from .tuning.objectives import CALIBRATIONS, ENTROPY_CHOICES
+from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, SEARCHES, TuningConfig
 
 if TYPE_CHECKING:
     from .tuning.experiment import RunSettings
@@ -177,6 +179,13 @@ def _add_run_options(parser: argparse.ArgumentParser, recorded_defaults: bool = 
     group.add_argument("--shots", type=int, default=None if recorded_defaults else 0, help="few-shot demonstrations drawn from the demo split" + recorded)
     group.add_argument("--seed", type=int, default=None if recorded_defaults else 0, help="seed of the random split, the demonstration draw and the bootstrap" + recorded)
     group.add_argument("--bootstrap-resamples", type=int, default=10_000, help="bootstrap resamples for the 95%% confidence intervals")
+    group.add_argument(
+        "--answer-forms",
+        choices=ANSWER_FORMS,
+        default=None if recorded_defaults else "surface",
+        help="surface: an answer's probability is the mass of the first tokens of its surface forms (with/without the "
+        "leading space, lower-case/capitalised words); first_token: its canonical first token only" + (recorded or "; default: surface"),
+    )
 
 
 def _add_objective_options(parser: argparse.ArgumentParser) -> None:
@@ -190,21 +199,57 @@ def _add_objective_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--entropy-over", choices=ENTROPY_CHOICES, default="answers", help="unsupervised: entropy of the distribution over the answers, or over the whole vocabulary (both are reported)")
     group.add_argument("--layers", type=_int_ranges, default=None, help="tunable layers, e.g. 0-9 or 0,2,4 (default: all)")
+    group.add_argument(
+        "--objective-calibration",
+        choices=CALIBRATIONS,
+        default="label_bias",
+        help="label_bias: judge each candidate after label-bias calibration fitted out of fold inside the calibration "
+        "split (the selected method is tuned + label bias); none: the uncalibrated model's objective",
+    )
+    group.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="folds of the out-of-fold calibration inside the calibration split")
 
 
-def _add_probe_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("head probing")
-    group.add_argument("--probe-gamma", type=float, default=2.0, help="gamma each probe applies to the probed heads")
-    group.add_argument("--granularity", choices=GRANULARITIES, default="head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)")
+def _add_probe_options(parser: argparse.ArgumentParser, levels_only: bool = False) -> None:
+    """With ``levels_only`` (``tune``) the options default to None, so that giving them without --search levels is an error."""
+    group = parser.add_argument_group("head probing" + (" (with --search levels)" if levels_only else ""))
+    group.add_argument("--probe-gamma", type=float, default=None if levels_only else 2.0, help="gamma each probe applies to the probed heads" + ("; default: 2" if levels_only else ""))
+    group.add_argument("--granularity", choices=GRANULARITIES, default=None if levels_only else "head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)" + ("; default: head" if levels_only else ""))
+
+
+LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head"}
 
 
 def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
     _add_objective_options(parser)
-    group = parser.add_argument_group("levels")
-    group.add_argument("--levels", type=_int_list, default=",".join(map(str, LEVELS)), help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind")
-    group.add_argument("--fixed-gamma", type=float, default=2.0, help="level 0's gamma")
-    group.add_argument("--gammas", type=_float_list, default=",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS), help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need)")
-    _add_probe_options(parser)
+    group = parser.add_argument_group("search")
+    group.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default="budgeted",
+        help="budgeted: successive halving over a candidate family (a gamma grid on every head, two gammas on the early and "
+        "on the late half of the layers) on growing parts of the calibration split, within --budget x the published "
+        "protocol's passes, then the one-standard-error rule towards gamma = 1; levels: the full Levels 0-2 "
+        "(--levels, --fixed-gamma, --gammas, --probe-gamma, --granularity)",
+    )
+    group.add_argument("--budget", type=float, default=None, help="budgeted: the share of the published protocol's passes (baseline + one probe per head index + a 7-point grid) the tuning may spend, baseline included; default: 0.25")
+    group = parser.add_argument_group("levels (with --search levels)")
+    group.add_argument("--levels", type=_int_list, default=None, help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind; default: 0,1,2")
+    group.add_argument("--fixed-gamma", type=float, default=None, help="level 0's gamma; default: 2")
+    group.add_argument("--gammas", type=_float_list, default=None, help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need); default: " + ",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS))
+    _add_probe_options(parser, levels_only=True)
+
+
+def _tuning_config(args: argparse.Namespace) -> TuningConfig:
+    given = [name for name in LEVEL_OPTIONS if getattr(args, name) is not None]
+    if args.search != "levels" and given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{options}: only used with --search levels, but --search is {args.search!r}")
+    if args.search != "budgeted" and args.budget is not None:
+        raise ValueError(f"--budget: only used with --search budgeted, but --search is {args.search!r}")
+    values = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in LEVEL_OPTIONS.items()}
+    return TuningConfig(
+        args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"]
+    )
 
 
 # The HF glue (transformers) and matplotlib take seconds to import: each command imports them when
@@ -215,14 +260,24 @@ def _tune(args: argparse.Namespace) -> int:
     from .tuning import run_record
     from .tuning.experiment import run_tuning
 
-    settings = _settings(args, TuningConfig(tuple(args.levels), args.fixed_gamma, tuple(args.gammas), args.probe_gamma, args.granularity))
+    settings = _settings(args, _tuning_config(args))
     request = _task_request(args)
     task = load_task(request)  # before the model: a bad task fails fast
     model, tokenizer = _load_model(args)
     results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
     run_record.write_tuning_run(args.out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
-    print(f"selected level {tuning.selected_level}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
+    print(f"selected {tuning.selected.name}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
     print(format_table(results["test"]))
+    tuning_cost, selection = results["cost"]["tuning"], results["selection"]
+    print(
+        f"selection: {selection['method']} vs {selection['reference']}: calibration gain {selection['calibration_gain']:+.3f}, "
+        f"test gain {selection['test_gain']:+.3f}, optimism {selection['optimism']:+.3f}"
+    )
+    print(
+        f"tuning cost: {tuning_cost['example_equivalent_passes']:.2f} passes over the calibration split "
+        f"({tuning_cost['fraction_of_published']:.2f} of the published protocol's {tuning_cost['published_protocol_passes']}), "
+        f"{tuning_cost['seconds']:.1f} s"
+    )
     print(f"cost: {results['cost']['total']['forward_passes']} forward passes, {results['cost']['total']['seconds']:.1f} s")
     print(f"wrote {args.out}")
     return 0
@@ -236,6 +291,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     recorded = run_record.RecordedRun.of(profile, args.profile)
     for option in ("model", "shots", "seed"):
         setattr(args, option, recorded.setting(option, getattr(args, option)))
+    if args.answer_forms is None:
+        args.answer_forms = recorded.fields.get("settings", {}).get("answer_forms", "surface")
     request = _task_request(args) if args.task is not None else recorded.task_request()
     settings = _settings(args, TuningConfig())
     task = load_task(request)
@@ -292,6 +349,9 @@ def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
         entropy_over=getattr(args, "entropy_over", "answers"),
         tuning=tuning,
         resamples=args.bootstrap_resamples,
+        answer_forms=args.answer_forms,
+        calibration=getattr(args, "objective_calibration", "label_bias"),
+        folds=getattr(args, "folds", DEFAULT_FOLDS),
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .atomic_files import replacing
 from .tuning.head_probing import DOWN, NEUTRAL, UP, HeadProbes
+from .tuning.budgeted import BUDGETED
 from .tuning.tuner import TuningResult
 
 
@@ -19,9 +20,12 @@ VERDICT_MARKS = {UP: "+", DOWN: "-", NEUTRAL: ""}
 
 
 def plot_metric_vs_gamma(result: TuningResult, metric: str, path: str | Path) -> Path:
-    """Calibration ``metric`` (a ScoredSplit summary key) for each gamma of the Level 1 and 2 grids."""
+    """Calibration ``metric`` (a ScoredSplit summary key) for each gamma of the Level 1 and 2 grids;
+    for the budgeted search, the objective of every candidate at every rung."""
+    if BUDGETED in result.levels:
+        return _plot_rungs(result, path)
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    axes.axhline(result.baseline.summary()[metric], color="grey", linestyle="--", label="baseline (gamma = 1)")
+    axes.axhline(result.baseline_metrics.get(metric, result.baseline.summary().get(metric)), color="grey", linestyle="--", label="baseline (gamma = 1)")
     for level, style in ((1, "o-"), (2, "s-")):
         if level in result.levels and result.levels[level].candidates:
             candidates = result.levels[level].candidates
@@ -29,15 +33,39 @@ def plot_metric_vs_gamma(result: TuningResult, metric: str, path: str | Path) ->
             axes.plot([c.gamma for c in candidates], [c.metrics[metric] for c in candidates], style, label=f"level {level} ({heads})")
     if 0 in result.levels:
         level0 = result.levels[0]
-        axes.plot([level0.gamma], [level0.scored.summary()[metric]], "k*", markersize=11, label="level 0 (fixed gamma)")
+        axes.plot([level0.gamma], [level0.calibration_metrics()[metric]], "k*", markersize=11, label="level 0 (fixed gamma)")
     gammas = sorted({1.0} | {c.gamma for level in result.levels.values() for c in level.candidates} | {level.gamma for level in result.levels.values()})
     axes.set_xscale("log", base=2)
     axes.set_xticks(gammas, [f"{gamma:g}" for gamma in gammas])
     axes.minorticks_off()
     axes.set_xlabel("gamma (log scale)")
     axes.set_ylabel(f"calibration {metric.replace('_', ' ')}")
-    axes.set_title(f"selected: level {result.selected_level}, gamma {result.selected.gamma:g}")
+    axes.set_title(f"selected: {result.selected.name}, gamma {result.selected.gamma:g}")
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def _plot_rungs(result: TuningResult, path: str | Path) -> Path:
+    search = result.levels[BUDGETED].search
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    markers = {"all": "o", "early": "^", "late": "v"}
+    colours = plt.cm.viridis(np.linspace(0, 0.85, len(search["rungs"])))
+    gammas = {1.0}
+    for rung, colour in zip(search["rungs"], colours):
+        for group, marker in markers.items():
+            points = [c for c in rung["candidates"] if c["name"].startswith(group)]
+            if points:
+                label = f"{rung['examples']} examples" if group == "all" else None
+                axes.plot([c["gamma"] for c in points], [c["key"][0] for c in points], marker, color=colour, linestyle="none", label=label)
+                gammas |= {c["gamma"] for c in points}
+        axes.plot([1.0], [rung["baseline_key"][0]], "k_", markersize=14)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sorted(gammas), [f"{gamma:g}" for gamma in sorted(gammas)])
+    axes.minorticks_off()
+    axes.set_xlabel("gamma (log scale); o all heads, ^ early half, v late half of the layers, - baseline")
+    axes.set_ylabel("objective (first key component)")
+    axes.set_title(f"budgeted search: selected {search['selection']['selected']}", fontsize="medium")
+    axes.legend(fontsize="small", title="rung")
     return _save(figure, path)
 
 

@@ -68,6 +68,7 @@ def compare_on_test(
         f"{second} vs {first}": paired_comparison(correct[first], correct[second], resamples=resamples, seed=seed)
         for first, second in (
             ("baseline", "tuned"),
+            ("baseline", "tuned+label_bias"),
             ("baseline (greedy)", "tuned (greedy)"),
             ("baseline+label_bias", "tuned"),
             ("baseline+label_bias", "tuned+label_bias"),

@@ -16,7 +16,9 @@ from ..scoring.scorer import Scorer
 from ..tasks.task import Task
 from .candidates import CandidateSpace
 from .head_probing import HeadProbes, probe_heads
-from .model_scoring import apply_and_score
+from ..evaluation.out_of_fold import DEFAULT_FOLDS, out_of_fold_label_bias
+from .budgeted import BUDGETED, budgeted_search, published_protocol_passes
+from .model_scoring import apply_and_score, apply_and_score_subset
 from .objectives import Objective, make_objective
 from .tuner import TuningConfig, TuningResult, tune
 
@@ -33,6 +35,9 @@ class RunSettings:
     entropy_over: str = "answers"
     tuning: TuningConfig = field(default_factory=TuningConfig)
     resamples: int = 10_000
+    answer_forms: str = "surface"
+    calibration: str = "label_bias"
+    folds: int = DEFAULT_FOLDS
 
     def to_json(self) -> dict:
         return {
@@ -43,10 +48,11 @@ class RunSettings:
             "objective": self.make_objective().to_json(),
             "tuning": self.tuning.to_json(),
             "bootstrap_resamples": self.resamples,
+            "answer_forms": self.answer_forms,
         }
 
     def make_objective(self) -> Objective:
-        return make_objective(self.objective, self.entropy_over)
+        return make_objective(self.objective, self.entropy_over, self.calibration, self.folds, self.seed)
 
 
 class Session:
@@ -57,10 +63,11 @@ class Session:
         self.settings = settings
         self.ledger = CostLedger()
         with self.ledger.stage("tokenisation"):
-            self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed)
+            self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed, answer_forms=settings.answer_forms)
         self.space = CandidateSpace.for_model(model, settings.layers)
         scorer = Scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
         self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
+        self.score_subset = {name: apply_and_score_subset(model, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
         self.objective = settings.make_objective()
 
     def baseline(self, split: str) -> ScoredSplit:
@@ -82,27 +89,95 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
     session = Session(model, tokenizer, task, settings)
     try:
         baseline = session.baseline("calibration")
-        result = tune(session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline)
+        if settings.tuning.search == BUDGETED:
+            result = _budgeted(session, baseline)
+        else:
+            result = tune(session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline)
         baseline_test = session.baseline("test")
         tests = {}
         for level, level_result in result.levels.items():
-            with session.ledger.stage(f"test.level{level}"):
-                tests[level] = session.score["test"](level_result.profile, f"level {level}")
+            with session.ledger.stage(f"test.{level_result.name}"):
+                tests[level] = session.score["test"](level_result.profile, level_result.name)
     finally:
         remove(model)
     selected = result.selected
+    test = compare_on_test(baseline_test, tests[selected.level], baseline, selected.scored, resamples=settings.resamples, seed=settings.seed)
     results = {
         **session.header(model_info),
         "tuning": result.to_json(),
         "selected": {"level": selected.level, "gamma": selected.gamma, "heads": selected.to_json()["heads"], "note": selected.note},
-        "test": compare_on_test(
-            baseline_test, tests[selected.level], baseline, selected.scored, resamples=settings.resamples, seed=settings.seed
-        ),
+        "test": test,
         "test_per_level": {str(level): _level_on_test(baseline_test, scored, settings) for level, scored in tests.items()},
-        "cost": session.ledger.to_json(),
+        "selection": selection_optimism(session.objective, baseline, selected.scored, test, settings),
+        "cost": {**session.ledger.to_json(), "tuning": tuning_cost(session, result)},
         "predictions": _predictions(baseline_test, tests[selected.level]),
     }
     return results, result
+
+
+def _budgeted(session: Session, baseline: ScoredSplit) -> TuningResult:
+    ledger = session.ledger
+    with ledger.stage(BUDGETED):
+        level = budgeted_search(
+            session.space, session.score_subset["calibration"], session.objective, baseline, ledger,
+            budget=session.settings.tuning.budget, seed=session.settings.seed,
+        )
+    level.cost = {BUDGETED: ledger.to_json()["stages"][BUDGETED]}
+    level.objective_metrics = session.objective.metrics(level.scored)
+    objective = session.objective
+    return TuningResult(
+        baseline=baseline,
+        baseline_key=objective.key(baseline),
+        levels={BUDGETED: level},
+        selected_level=BUDGETED,
+        baseline_metrics={**baseline.summary(), **objective.metrics(baseline)},
+    )
+
+
+def selection_optimism(objective: Objective, baseline: ScoredSplit, selected: ScoredSplit, test: dict, settings: RunSettings) -> dict:
+    """How much of the selection's calibration gain survives on test.
+
+    The method is what the objective judged: tuned + label bias against label bias alone when the
+    objective is calibrated, tuned against the untouched model otherwise. The calibration gain is
+    the out-of-fold accuracy difference for a calibrated objective (the in-sample one otherwise);
+    optimism = calibration gain - test gain (positive: the selection looked better than it is).
+    """
+    calibrated = objective.calibration != "none"
+    method, reference = ("tuned+label_bias", "baseline+label_bias") if calibrated else ("tuned", "baseline")
+    if calibrated:
+        def accuracy(scored: ScoredSplit) -> float:
+            return float((out_of_fold_label_bias(scored, settings.folds, settings.seed).argmax(-1) == scored.answers).mean())
+    else:
+        def accuracy(scored: ScoredSplit) -> float:
+            return scored.accuracy()
+    calibration_gain = accuracy(selected) - accuracy(baseline)
+    test_gain = test["methods"][method]["accuracy"]["estimate"] - test["methods"][reference]["accuracy"]["estimate"]
+    return {
+        "method": method,
+        "reference": reference,
+        "calibration_accuracy": {"method": accuracy(selected), "reference": accuracy(baseline), "out_of_fold": calibrated},
+        "calibration_gain": calibration_gain,
+        "test_gain": test_gain,
+        "optimism": calibration_gain - test_gain,
+    }
+
+
+def tuning_cost(session: Session, result: TuningResult) -> dict:
+    """The tuning's cost on the calibration split (baseline included) in example-equivalents, against the published protocol."""
+    stages = session.ledger.to_json()["stages"]
+    names = ["baseline.calibration", *(level.name for level in result.levels.values())]
+    examples = sum(stages[name]["examples_scored"] for name in names if name in stages)
+    count = len(session.prepared.sets["calibration"].example_ids)
+    published = published_protocol_passes(session.space.num_heads)
+    return {
+        "stages": names,
+        "examples_scored": examples,
+        "calibration_examples": count,
+        "example_equivalent_passes": examples / count,
+        "published_protocol_passes": published,
+        "fraction_of_published": examples / count / published,
+        "seconds": sum(stages[name]["seconds"] for name in names if name in stages),
+    }
 
 
 def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: RunSettings, model_info: dict) -> dict:

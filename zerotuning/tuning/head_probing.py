@@ -109,7 +109,7 @@ def probe_heads(
         scored = score_profile(space.for_heads(probe_gamma, list(heads)), f"probe layer {'all' if layer is None else layer} head {head}")
         key = objective.key(scored)
         change = tuple(new - old for new, old in zip(key, baseline_key))
-        effects.append(HeadEffect(layer, head, heads, change, _verdict(key, baseline_key, probe_gamma), scored.summary()))
+        effects.append(HeadEffect(layer, head, heads, change, _verdict(key, baseline_key, probe_gamma), {**scored.summary(), **objective.metrics(scored)}))
     return HeadProbes(probe_gamma, granularity, space.num_layers, space.num_heads, tuple(effects))
 
 

@@ -19,3 +19,13 @@ def apply_and_score(model, scorer: Scorer, scoring_set: ScoringSet, ledger: Cost
         return scorer.score(scoring_set, f"{scoring_set.name}: {description}")
 
     return ScoreCache(score, ledger)
+
+
+def apply_and_score_subset(model, scorer: Scorer, scoring_set: ScoringSet):
+    """``score(profile, indices, description)``: the examples of ``scoring_set`` at ``indices``, under ``profile`` (not cached)."""
+
+    def score(profile: Profile, indices, description: str) -> ScoredSplit:
+        apply(model, profile)
+        return scorer.score(scoring_set.subset(indices), f"{scoring_set.name}: {description}")
+
+    return score

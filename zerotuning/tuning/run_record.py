@@ -47,7 +47,7 @@ def record_tuning(profile: Profile, level_result: LevelResult, request: TaskRequ
         "level": level_result.level,
         "gamma": level_result.gamma,
         "heads": level_result.to_json()["heads"],
-        "calibration": level_result.scored.summary(),
+        "calibration": level_result.calibration_metrics(),
         "model": model_spec,
         "task_request": request.to_json(),
         "shots": settings.shots,
@@ -96,21 +96,22 @@ class RecordedRun:
         return TaskRequest.from_json(self.fields["task_request"])
 
     def describe(self) -> str:
-        return f"level {self.fields.get('level', '?')}, gamma {self.fields.get('gamma', '?')}"
+        level = self.fields.get("level", "?")
+        return f"{'' if level == 'budgeted' else 'level '}{level}, gamma {self.fields.get('gamma', '?')}"
 
 
 def write_tuning_run(
     out: Path, results: dict, tuning: TuningResult, request: TaskRequest, settings: RunSettings, model_spec: str
 ) -> None:
-    """Into ``out``: profile_level<N>.json per level and profile.json (the selected one, with its held-out
+    """Into ``out``: profile_level<N>.json per level (or profile_budgeted.json) and profile.json (the selected one, with its held-out
     results) plus its README.md model card, so that ``out`` is a profile folder; each profile with its run
     record; metric_vs_gamma.png, head_effects.png (with Level 2), results.json and predictions.json."""
     out.mkdir(parents=True, exist_ok=True)
     for level_result in tuning.levels.values():
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
     record_held_out(tuning.selected.profile, results["test"])
-    for level, level_result in tuning.levels.items():
-        level_result.profile.save(out / f"profile_level{level}.json")
+    for level_result in tuning.levels.values():
+        level_result.profile.save(out / f"profile_{level_result.name}.json")
     tuning.selected.profile.save_pretrained(out)
     objective = settings.make_objective()
     results["files"] = {

@@ -49,9 +49,9 @@ def search_gamma(
     The baseline is always a candidate, so the search never returns something worse on the
     calibration objective than leaving the model alone.
     """
-    candidates = [Candidate(1.0, objective.key(baseline), baseline.summary())]
+    candidates = [Candidate(1.0, objective.key(baseline), {**baseline.summary(), **objective.metrics(baseline)})]
     for gamma in tqdm([gamma for gamma in check_gammas(gammas) if gamma != 1.0], desc=description, unit="gamma", leave=False):
         scored = score_gamma(gamma)
-        candidates.append(Candidate(gamma, objective.key(scored), scored.summary()))
+        candidates.append(Candidate(gamma, objective.key(scored), {**scored.summary(), **objective.metrics(scored)}))
     candidates.sort(key=lambda candidate: candidate.gamma)
     return best_candidate(candidates), candidates

@@ -9,6 +9,7 @@ The level whose profile has the best calibration objective is selected (ties: th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from .objectives import Objective
 from .search import Candidate, check_gammas, search_gamma
 
 LEVELS = (0, 1, 2)
+SEARCHES = ("budgeted", "levels")
 DEFAULT_GAMMAS = (0.25, 0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 
 ScoreProfile = Callable[[Profile, str], ScoredSplit]
@@ -28,8 +30,12 @@ ScoreProfile = Callable[[Profile, str], ScoredSplit]
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """Which levels to run and their settings (``probe_gamma``/``granularity`` for Level 2)."""
+    """Which search to run: ``"budgeted"`` (successive halving within ``budget`` x the published protocol's
+    passes, ``zerotuning.tuning.budgeted``) or ``"levels"`` (the levels and their settings:
+    ``probe_gamma``/``granularity`` for Level 2)."""
 
+    search: str = "budgeted"
+    budget: float = 0.25
     levels: tuple[int, ...] = LEVELS
     fixed_gamma: float = 2.0
     gammas: tuple[float, ...] = DEFAULT_GAMMAS
@@ -37,6 +43,10 @@ class TuningConfig:
     granularity: str = "head"
 
     def __post_init__(self) -> None:
+        if self.search not in SEARCHES:
+            raise ValueError(f"search: got {self.search!r}, expected one of {SEARCHES}")
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise ValueError(f"budget: got {self.budget}, expected a positive fraction of the published protocol's passes")
         if not self.levels or any(level not in LEVELS for level in self.levels):
             raise ValueError(f"levels: got {list(self.levels)}, expected a non-empty subset of {list(LEVELS)}")
         check_gammas([self.fixed_gamma], "fixed_gamma")
@@ -44,6 +54,8 @@ class TuningConfig:
 
     def to_json(self) -> dict:
         return {
+            "search": self.search,
+            "budget": self.budget,
             "levels": list(self.levels),
             "fixed_gamma": self.fixed_gamma,
             "gammas": list(self.gammas),
@@ -56,7 +68,7 @@ class TuningConfig:
 class LevelResult:
     """The outcome of one level: its profile, where it applies, and what it cost."""
 
-    level: int
+    level: int | str  # 0, 1, 2, or "budgeted"
     gamma: float
     heads: list[Head] | None  # None: every head of the tunable layers
     profile: Profile
@@ -66,6 +78,16 @@ class LevelResult:
     head_probes: HeadProbes | None = None
     note: str = ""
     cost: dict = field(default_factory=dict)
+    objective_metrics: dict = field(default_factory=dict)  # the objective's calibrated components, by name
+    search: dict | None = None  # the budgeted search's plan, rungs and selection
+
+    @property
+    def name(self) -> str:
+        """``level<N>`` or ``budgeted``: the stage, file and table name of this result."""
+        return f"level{self.level}" if isinstance(self.level, int) else str(self.level)
+
+    def calibration_metrics(self) -> dict:
+        return {**self.scored.summary(), **self.objective_metrics}
 
     def to_json(self) -> dict:
         return {
@@ -73,12 +95,13 @@ class LevelResult:
             "gamma": self.gamma,
             "heads": "all" if self.heads is None else [list(head) for head in self.heads],
             "head_count": None if self.heads is None else len(self.heads),
-            "calibration": self.scored.summary(),
+            "calibration": self.calibration_metrics(),
             "key": list(self.key),
             "candidates": [candidate.to_json() for candidate in self.candidates],
             "head_profile": None if self.head_probes is None else self.head_probes.to_json(),  # the recorded field name
             "note": self.note,
             "cost": self.cost,
+            **({"search": self.search} if self.search is not None else {}),
         }
 
 
@@ -86,8 +109,9 @@ class LevelResult:
 class TuningResult:
     baseline: ScoredSplit
     baseline_key: tuple[float, ...]
-    levels: dict[int, LevelResult]
-    selected_level: int
+    levels: dict[int | str, LevelResult]
+    selected_level: int | str
+    baseline_metrics: dict = field(default_factory=dict)
 
     @property
     def selected(self) -> LevelResult:
@@ -95,7 +119,7 @@ class TuningResult:
 
     def to_json(self) -> dict:
         return {
-            "baseline": {"calibration": self.baseline.summary(), "key": list(self.baseline_key)},
+            "baseline": {"calibration": self.baseline_metrics or self.baseline.summary(), "key": list(self.baseline_key)},
             "levels": {str(level): result.to_json() for level, result in self.levels.items()},
             "selected_level": self.selected_level,
         }
@@ -116,8 +140,10 @@ def tune(
         with ledger.stage(f"level{level}"):
             levels[level] = runners[level](space, score_profile, objective, config, baseline, ledger)
         levels[level].cost = {name: cost for name, cost in ledger.to_json()["stages"].items() if name.startswith(f"level{level}")}
+        levels[level].objective_metrics = objective.metrics(levels[level].scored)
     selected = max(levels.values(), key=lambda result: (result.key, -result.level)).level
-    return TuningResult(baseline=baseline, baseline_key=objective.key(baseline), levels=levels, selected_level=selected)
+    baseline_metrics = {**baseline.summary(), **objective.metrics(baseline)}
+    return TuningResult(baseline=baseline, baseline_key=objective.key(baseline), levels=levels, selected_level=selected, baseline_metrics=baseline_metrics)
 
 
 def _level0(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
