@@ -1,10 +1,13 @@
 """Runs `zerotuning tune` over models x built-in tasks x objectives, for docs/RESULTS.md.
 
-Each run tunes Levels 0, 1 and 2 on the task's calibration split and judges them on its test
-split; its files land in OUT/<model>-<task>-<objective>/. Finished runs (results.json present)
-are skipped, so the matrix can be resumed. Then: python scripts/make_results_md.py OUT
+Each run tunes on the task's calibration split (the default search, or what the options after
+`--` ask for, e.g. `-- --search levels`) and judges the result on its test split; its files land
+in OUT/<model>-<task>-<objective>/. Finished runs (results.json present) are skipped, so the
+matrix can be resumed. `zerotuning tune` runs as `python -m zerotuning.cli` with this script's
+interpreter. Then: python scripts/make_results_md.py docs/results
 
-    python scripts/run_results_matrix.py --out runs/results
+    python scripts/run_results_matrix.py --out docs/results/budgeted
+    python scripts/run_results_matrix.py --out docs/results/levels -- --search levels
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if (folder / "results.json").is_file():
             print(f"[{index}/{len(runs)}] {folder.name}: done already", flush=True)
             continue
-        command = ["zerotuning", "tune", "--model", model, "--task", task, "--objective", objective,
+        command = [sys.executable, "-m", "zerotuning.cli", "tune", "--model", model, "--task", task, "--objective", objective,
                    "--out", str(folder), *extra]
         print(f"[{index}/{len(runs)}] {' '.join(command)}", flush=True)
         start = time.perf_counter()
