@@ -88,7 +88,7 @@ def _tuning_section(record: dict) -> str:
         ("shots", str(record.get("shots", "?"))),
         ("seed", str(record.get("seed", "?"))),
         ("objective", str(objective)),
-        ("selected", f"level {record.get('level', '?')}, gamma {record.get('gamma', '?')} on "
+        ("selected", f"{'' if record.get('level') == 'budgeted' else 'level '}{record.get('level', '?')}, gamma {record.get('gamma', '?')} on "
          + ("every head of the tunable layers" if heads is None else f"{len(heads)} heads")),
     ]
     calibration = record.get("calibration") or {}
