@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from cpu_isa import ISA_FLAGS, build_machine_isa  # noqa: E402
 
-KERNEL_SOURCE = os.path.join("csrc", "cpu", "sink_attention_cpu_kernel.cpp")
+# The translation units that get the vector-ISA flags (everything that includes score_rows.h).
+KERNEL_SOURCES = tuple(
+    os.path.join("csrc", "cpu", name) for name in ("sink_attention_cpu_kernel.cpp", "sink_attention_backward_kernel.cpp")
+)
 
 
 def want_cuda() -> bool:
@@ -29,7 +32,7 @@ def want_cuda() -> bool:
 
 
 class BuildExtensionWithKernelFlags(cpp_extension.BuildExtension):
-    """Adds the vector-ISA flags to the CPU kernel's translation unit only, so the rest of the
+    """Adds the vector-ISA flags to the CPU kernels' translation units only, so the rest of the
     library (including the CPU check that guards the kernel) runs on any CPU."""
 
     def build_extension(self, ext):
@@ -37,7 +40,7 @@ class BuildExtensionWithKernelFlags(cpp_extension.BuildExtension):
         isa_flags = ISA_FLAGS[ISA]
 
         def compile_with_kernel_flags(obj, src, ext_, cc_args, extra_postargs, pp_opts):
-            if os.path.normpath(src).endswith(KERNEL_SOURCE):
+            if os.path.normpath(src).endswith(KERNEL_SOURCES):
                 if isinstance(extra_postargs, dict):
                     extra_postargs = {**extra_postargs, "cxx": extra_postargs["cxx"] + isa_flags}
                 else:

@@ -17,6 +17,13 @@ TORCH_LIBRARY(zerotuning, m) {
       "sink_attention(Tensor q, Tensor k, Tensor v, Tensor log_gamma, Tensor? sink_index=None, "
       "Tensor? attn_mask=None, bool is_causal=False, float? scale=None, float? softcap=None, "
       "int? sliding_window=None) -> (Tensor, Tensor)");
+  // Its gradients (q, k, v, log_gamma) from the forward's saved out and lse; autograd calls it
+  // through the formula registered in zerotuning/ops.py.
+  m.def(
+      "sink_attention_backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, "
+      "Tensor log_gamma, Tensor out, Tensor lse, Tensor? sink_index=None, Tensor? attn_mask=None, "
+      "bool is_causal=False, float? scale=None, float? softcap=None, int? sliding_window=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   // Which vector instructions the CPU kernel was built for (the build picks the machine's best).
   m.def("cpu_isa() -> str", [] { return std::string(zerotuning::cpu::compiled_isa()); });
 }

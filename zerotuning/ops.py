@@ -60,15 +60,44 @@ def _sink_attention_fake(
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
+@torch.library.register_fake("zerotuning::sink_attention_backward")
+def _sink_attention_backward_fake(
+    grad_out, grad_lse, q, k, v, log_gamma, out, lse, sink_index=None, attn_mask=None, is_causal=False,
+    scale=None, softcap=None, sliding_window=None,
+):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), log_gamma.new_empty(log_gamma.shape)
+
+
+# ---- autograd: gradients for q, k, v and log_gamma; none for sink_index or the mask ----------------
+
+
 def _setup_context(ctx, inputs, output):
-    pass
+    q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window = inputs
+    if attn_mask is not None and attn_mask.requires_grad:
+        # An L x L gradient is what the op exists to avoid; masks carry no parameters here.
+        raise NotImplementedError(
+            "zerotuning.sink_attention: attn_mask requires grad, but the op gives no gradient for "
+            "the mask (only for q, k, v and log_gamma); pass attn_mask.detach()"
+        )
+    out, lse = output
+    ctx.save_for_backward(q, k, v, log_gamma, out, lse, sink_index, attn_mask)
+    ctx.options = (is_causal, scale, softcap, sliding_window)
 
 
 def _backward(ctx, grad_out, grad_lse):
-    raise NotImplementedError(
-        "zerotuning.sink_attention is an inference operator and has no backward; "
-        "run the model under torch.no_grad() / torch.inference_mode()"
+    q, k, v, log_gamma, out, lse, sink_index, attn_mask = ctx.saved_tensors
+    if q.device.type != "cpu":
+        raise NotImplementedError(
+            f"zerotuning.sink_attention: the backward is implemented on the CPU only, got tensors on "
+            f"{q.device}; run gradient computations on the CPU"
+        )
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    grads = torch.ops.zerotuning.sink_attention_backward.default(
+        grad_out, grad_lse, q, k, v, log_gamma, out, lse, sink_index, attn_mask, *ctx.options
     )
+    needed = ctx.needs_input_grad
+    return tuple(g if needed[i] else None for i, g in enumerate(grads)) + (None,) * 6
 
 
 torch.library.register_autograd("zerotuning::sink_attention", _backward, setup_context=_setup_context)

@@ -22,4 +22,10 @@ inline void gemm_a_b(int m, int n, int k, float alpha, const float* a, int lda, 
   sgemm_("N", "N", &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
 }
 
+// C[m x n] = alpha * A[k x m]^T * B[k x n] + beta * C, all row-major with leading dimensions.
+inline void gemm_at_b(int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+                      int ldb, float beta, float* c, int ldc) {
+  sgemm_("N", "T", &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+}
+
 }  // namespace zerotuning::cpu

@@ -20,94 +20,20 @@
 #include <vector>
 
 #include "blas.h"
+#include "score_rows.h"
 
 namespace zerotuning::cpu {
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+using score_rows::kNegInf;
+using score_rows::load_as_float;
+using score_rows::store_from_float;
+using score_rows::Vec;
 
 // Rows (query head x position) per work item and keys per block: big enough for BLAS to run
 // near peak, small enough that a block of scores stays in L2.
 constexpr int64_t kTargetRows = 64;
 constexpr int64_t kKeyBlock = 512;
-
-// ---- masks --------------------------------------------------------------------------------
-
-template <typename M>
-inline bool mask_hides(M value) {
-  if constexpr (std::is_same_v<M, bool>) {
-    return !value;
-  } else {
-    // NaN hides too: !(x > lowest) is true for NaN.
-    return !(static_cast<float>(value) > static_cast<float>(std::numeric_limits<M>::lowest()));
-  }
-}
-
-template <typename M>
-void apply_mask_row(float* scores, const M* mask, int64_t stride, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const M value = mask[j * stride];
-    if constexpr (std::is_same_v<M, bool>) {
-      scores[j] = value ? scores[j] : kNegInf;
-    } else {
-      scores[j] = mask_hides(value) ? kNegInf : scores[j] + static_cast<float>(value);
-    }
-  }
-}
-
-template <typename Fn>
-void with_mask_type(MaskKind kind, Fn&& fn) {
-  switch (kind) {
-    case MaskKind::Bool: fn(static_cast<const bool*>(nullptr)); break;
-    case MaskKind::Float32: fn(static_cast<const float*>(nullptr)); break;
-    case MaskKind::Float16: fn(static_cast<const c10::Half*>(nullptr)); break;
-    case MaskKind::BFloat16: fn(static_cast<const c10::BFloat16*>(nullptr)); break;
-    case MaskKind::None: break;
-  }
-}
-
-// ---- vector helpers -----------------------------------------------------------------------
-
-template <typename T>
-void load_as_float(const T* src, float* dst, int64_t n, float multiplier) {
-  if constexpr (std::is_same_v<T, float>) {
-    const Vec vm(multiplier);
-    int64_t j = 0;
-    for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(src + j) * vm).store(dst + j);
-    for (; j < n; ++j) dst[j] = src[j] * multiplier;
-  } else {
-    using LowVec = at::vec::Vectorized<T>;
-    const Vec vm(multiplier);
-    int64_t j = 0;
-    for (; j + LowVec::size() <= n; j += LowVec::size()) {
-      auto [lo, hi] = at::vec::convert_to_float<T>(LowVec::loadu(src + j));
-      (lo * vm).store(dst + j);
-      (hi * vm).store(dst + j + Vec::size());
-    }
-    for (; j < n; ++j) dst[j] = static_cast<float>(src[j]) * multiplier;
-  }
-}
-
-template <typename T>
-void store_from_float(const float* src, T* dst, int64_t n, float multiplier) {
-  if constexpr (std::is_same_v<T, float>) {
-    const Vec vm(multiplier);
-    int64_t j = 0;
-    for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(src + j) * vm).store(dst + j);
-    for (; j < n; ++j) dst[j] = src[j] * multiplier;
-  } else {
-    using LowVec = at::vec::Vectorized<T>;
-    const Vec vm(multiplier);
-    int64_t j = 0;
-    for (; j + LowVec::size() <= n; j += LowVec::size()) {
-      const Vec lo = Vec::loadu(src + j) * vm;
-      const Vec hi = Vec::loadu(src + j + Vec::size()) * vm;
-      at::vec::convert_from_float<T>(lo, hi).store(dst + j);
-    }
-    for (; j < n; ++j) dst[j] = static_cast<T>(src[j] * multiplier);
-  }
-}
 
 inline float row_max(const float* x, int64_t n) {
   return at::vec::reduce_all<float>(
@@ -233,7 +159,6 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
                 int64_t key_begin, int64_t key_end, Workspace& ws) {
   const int64_t head_dim = p.head_dim;
   const int64_t nq = it.nq, rows = it.rows;
-  const int64_t offset = p.len_k - p.len_q;
   const int64_t key_block = plan.key_block;
 
   const T* q = static_cast<const T*>(p.q);
@@ -278,26 +203,9 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t h = it.hkv * plan.group + r / nq;
       const int64_t i = it.i0 + r % nq;
-      const int64_t pos = i + offset;
       float* s = scores + r * key_block;
-
-      if (p.softcap > 0.0f) {
-        const float inv = 1.0f / p.softcap;
-        for (int64_t j = 0; j < nk; ++j) s[j] = p.softcap * std::tanh(s[j] * inv);
-      }
-      with_mask_type(p.mask_kind, [&](auto typed_null) {
-        using M = std::remove_const_t<std::remove_pointer_t<decltype(typed_null)>>;
-        const M* m = static_cast<const M*>(p.mask) + it.b * p.mask_stride[0] +
-                     h * p.mask_stride[1] + i * p.mask_stride[2] + j0 * p.mask_stride[3];
-        apply_mask_row(s, m, p.mask_stride[3], nk);
-      });
-      // Causal and window limits of this row, relative to the block.
-      const int64_t lo = p.sliding_window > 0 ? pos - p.sliding_window + 1 - j0 : 0;
-      const int64_t hi = p.is_causal ? pos + 1 - j0 : nk;
-      for (int64_t j = 0; j < std::min(lo, nk); ++j) s[j] = kNegInf;
-      for (int64_t j = std::max<int64_t>(hi, 0); j < nk; ++j) s[j] = kNegInf;
-      // The ZeroTuning bias: log(gamma_h) on the row's sink, if this query can see it.
-      if (sink >= j0 && sink < j0 + nk && s[sink - j0] != kNegInf) s[sink - j0] += p.log_gamma[h];
+      if (p.softcap > 0.0f) score_rows::softcap_row(s, nk, p.softcap);
+      score_rows::mask_limit_and_bias_row(p, s, nk, j0, it.b, h, i, sink);
 
       const float old_max = ws.running_max[r];
       const float new_max = std::max(old_max, row_max(s, nk));
@@ -419,7 +327,7 @@ int64_t first_visible_key(const SinkAttentionParams& p, int64_t b) {
   for (int64_t j = 0; j < p.len_k; ++j) {
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t i = 0; i < queries; ++i) {
-        if (!mask_hides(mask[h * p.mask_stride[1] + i * p.mask_stride[2] + j * p.mask_stride[3]])) {
+        if (!score_rows::mask_hides(mask[h * p.mask_stride[1] + i * p.mask_stride[2] + j * p.mask_stride[3]])) {
           return j;
         }
       }
@@ -437,7 +345,7 @@ void resolve_sinks(const SinkAttentionParams& p, int64_t* sinks) {
     } else if (p.mask_kind == MaskKind::None) {
       sinks[b] = 0;
     } else {
-      with_mask_type(p.mask_kind, [&](auto typed_null) {
+      score_rows::with_mask_type(p.mask_kind, [&](auto typed_null) {
         using M = std::remove_const_t<std::remove_pointer_t<decltype(typed_null)>>;
         sinks[b] = first_visible_key<M>(p, b);
       });
