@@ -280,14 +280,6 @@ def test_torch_compile_traces_the_op(device):
     torch.testing.assert_close(compiled(q, k, v, log_gamma), attend(q, k, v, log_gamma))
 
 
-def test_backward_is_refused_clearly(device):
-    q, k, v, log_gamma = make_inputs(1, 2, 2, 4, 4, 8, device=device)
-    q.requires_grad_(True)
-    out = sink_attention(q, k, v, log_gamma)
-    with pytest.raises(NotImplementedError, match="inference operator"):
-        out.sum().backward()
-
-
 # ---- errors at the boundary -------------------------------------------------------------------------
 
 # Value checks of tensor contents; on CUDA they are device-side asserts (tests/test_cuda_op.py).
