@@ -185,3 +185,114 @@ def test_layers_on_the_meta_device_are_refused_before_any_change():
         apply(model, Profile.neutral(model))
     assert active_profile(model) is None
     assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())
+
+
+def _gammas_in_buffers(model) -> list[list[float]]:
+    modules = [m for m in model.modules() if hasattr(m, LOG_GAMMA_BITS)]
+    return [[round(math.exp(value), 6) for value in getattr(m, LOG_GAMMA_BITS).view(torch.float32).tolist()] for m in modules]
+
+
+@pytest.mark.parametrize("first_inside", [True, False])
+def test_apply_works_inside_and_outside_inference_mode_in_any_order(first_inside, batch):
+    model = tiny_model("llama")
+    first, second = Profile.uniform(model, 2.0), mixed_profile(model)
+    mode = torch.inference_mode if first_inside else torch.no_grad
+    other = torch.no_grad if first_inside else torch.inference_mode
+    with mode():
+        apply(model, first)
+    with other():
+        apply(model, second)
+    assert active_profile(model) is second
+    reference = tiny_model("llama")
+    with applied(reference, second):
+        expected = logits(reference, *batch)
+    assert torch.equal(logits(model, *batch), expected)
+    with torch.inference_mode():
+        assert torch.equal(model(batch[0], attention_mask=batch[1]).logits, expected)
+    remove(model)
+
+
+def test_a_failed_gamma_update_changes_no_layer(batch, monkeypatch):
+    from zerotuning.hf import backend
+
+    model = tiny_model("llama")
+    first = Profile.uniform(model, 2.0)
+    apply(model, first)
+    before = logits(model, *batch)
+    real_set = backend.set_log_gammas
+    calls = []
+
+    def fail_on_the_second_layer(module, log_gammas):
+        calls.append(module)
+        if len(calls) == 2:
+            raise RuntimeError("copy failed")
+        real_set(module, log_gammas)
+
+    monkeypatch.setattr(backend, "set_log_gammas", fail_on_the_second_layer)
+    with pytest.raises(RuntimeError, match="copy failed"):
+        apply(model, mixed_profile(model))
+    monkeypatch.setattr(backend, "set_log_gammas", real_set)
+    assert active_profile(model) is first
+    assert _gammas_in_buffers(model) == [[2.0] * 4, [2.0] * 4]
+    assert torch.equal(logits(model, *batch), before)
+
+
+def test_a_failed_first_apply_leaves_the_model_untouched(batch, monkeypatch):
+    from zerotuning.hf import backend
+
+    model = tiny_model("llama")
+    before = logits(model, *batch)
+
+    def fail(module, log_gammas):
+        raise RuntimeError("copy failed")
+
+    monkeypatch.setattr(backend, "set_log_gammas", fail)
+    with pytest.raises(RuntimeError, match="copy failed"):
+        apply(model, mixed_profile(model))
+    assert active_profile(model) is None and model.config._attn_implementation == "sdpa"
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())
+    assert torch.equal(logits(model, *batch), before)
+
+
+def test_nested_applications_are_refused_and_remove_always_leaves_a_working_model(batch):
+    model = tiny_model("llama")
+    stock = logits(model, *batch)
+    profile = mixed_profile(model)
+    apply(model, profile)
+    tuned = logits(model, *batch)
+    with pytest.raises(ValueError, match="LlamaModel: its attention layers are already under ZeroTuning applied to an enclosing model \\(LlamaForCausalLM\\)"):
+        apply(model.model, profile)
+    with pytest.raises(ValueError, match="remove\\(LlamaModel\\): ZeroTuning was applied to an enclosing model \\(LlamaForCausalLM\\)"):
+        remove(model.model)
+    assert active_profile(model) is profile and torch.equal(logits(model, *batch), tuned)
+    remove(model)
+    remove(model.model)  # nothing applied anywhere any more: a no-op
+    assert model.config._attn_implementation == "sdpa" and torch.equal(logits(model, *batch), stock)
+
+    # Applied to the inner model first: the outer one is refused, and removing the outer one removes it.
+    apply(model.model, profile)
+    assert torch.equal(logits(model, *batch), tuned)
+    with pytest.raises(ValueError, match="LlamaForCausalLM: ZeroTuning is already applied to its submodule 'model' \\(LlamaModel\\)"):
+        apply(model, profile)
+    assert torch.equal(logits(model, *batch), tuned)
+    remove(model)
+    assert active_profile(model.model) is None and model.config._attn_implementation == "sdpa"
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules())
+    assert torch.equal(logits(model, *batch), stock)
+
+
+def test_remove_finishes_even_when_transformers_fails_to_switch_back(batch, monkeypatch):
+    model = tiny_model("llama")
+    stock = logits(model, *batch)
+    apply(model, mixed_profile(model))
+
+    def broken_switch(implementation):
+        raise RuntimeError("switch failed")
+
+    monkeypatch.setattr(model, "set_attn_implementation", broken_switch)
+    with pytest.raises(RuntimeError, match="switch failed"):
+        remove(model)
+    monkeypatch.undo()
+    assert active_profile(model) is None and model.config._attn_implementation == "sdpa"
+    assert not any(hasattr(module, LOG_GAMMA_BITS) for module in model.modules()) and not model._forward_hooks
+    assert torch.equal(logits(model, *batch), stock)

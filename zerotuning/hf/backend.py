@@ -24,19 +24,34 @@ from . import sinks
 BACKEND_NAME = "zerotuning"
 LOG_GAMMA_BITS = "zerotuning_log_gamma_bits"
 
-# Keyword arguments some models pass that this backend cannot honour: refuse, never ignore.
-_UNSUPPORTED_KWARGS = {
+# The keyword arguments the attention function accepts beyond its named ones: an allow-list, so
+# that a model passing something this backend does not know (a sparse-attention index, a bias,
+# learned sinks, ...) is refused instead of silently running dense attention. Checked against what
+# transformers 5.18 and 4.57 pass for every tested family (docs/hf_integration.md).
+# Harmless whatever their value: already applied before attention (position_ids: RoPE), or about
+# other parts of the forward (caching, returned hidden states, loss normalisation, MoE logits).
+_HARMLESS_KWARGS = frozenset(
+    {"position_ids", "use_cache", "output_hidden_states", "output_router_logits", "return_dict", "num_items_in_batch"}
+)
+# Harmless only when off (None or False): what the feature is, for the refusal message.
+_HARMLESS_WHEN_OFF = {
+    "output_attentions": "returning attention weights (the kernel never materialises them)",
     "s_aux": "learned attention sinks (gpt-oss style)",
+    "indices": "sparse top-k attention indices (DeepSeek-V3.2 / GLM-MoE-DSA style)",
     "position_bias": "an additive position bias (T5 style)",
     "head_mask": "a head mask",
     "cu_seq_lens_q": "packed variable-length sequences",
     "cu_seq_lens_k": "packed variable-length sequences",
+    "max_length_q": "packed variable-length sequences",
+    "max_length_k": "packed variable-length sequences",
+    "seq_idx": "packed sequence indices",
 }
 
 
 def prepare_module(module: torch.nn.Module, num_heads: int, device: torch.device) -> None:
     """Give an attention module its [num_heads] log-gamma buffer, all zeros (gamma = 1)."""
-    bits = torch.zeros(num_heads, dtype=torch.int32, device=device)
+    with torch.inference_mode(False):  # a normal tensor: apply() may be called again outside inference mode
+        bits = torch.zeros(num_heads, dtype=torch.int32, device=device)
     module.register_buffer(LOG_GAMMA_BITS, bits, persistent=False)
 
 
@@ -105,17 +120,32 @@ def zerotuning_attention(
 
 
 def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -> None:
-    where = f"zerotuning attention in {type(module).__name__}"
     if dropout:
         raise NotImplementedError(
-            f"{where}: attention dropout {dropout} is not supported (ZeroTuning is inference-only; "
+            f"{_where(module)}: attention dropout {dropout} is not supported (ZeroTuning is inference-only; "
             "call model.eval() or set attention_dropout=0)"
         )
-    if kwargs.get("output_attentions"):
-        raise NotImplementedError(f"{where}: output_attentions=True is not supported (the kernel never materialises them)")
-    for name, what in _UNSUPPORTED_KWARGS.items():
-        if kwargs.get(name) is not None:
-            raise NotImplementedError(f"{where}: {what} ({name}=...) is not supported")
+    for name, value in kwargs.items():
+        if name in _HARMLESS_KWARGS:
+            continue
+        if name in _HARMLESS_WHEN_OFF:
+            if value is None or value is False:
+                continue
+            raise NotImplementedError(
+                f"{_where(module)}: {_HARMLESS_WHEN_OFF[name]} ({name}=...) is not supported; run this model without "
+                "ZeroTuning or without that feature"
+            )
+        raise NotImplementedError(
+            f"{_where(module)}: the model passed the keyword argument {name}= ({type(value).__name__}) to its attention "
+            f"function, which the zerotuning backend does not know to be harmless (it accepts "
+            f"{sorted(_HARMLESS_KWARGS | set(_HARMLESS_WHEN_OFF))}); refusing rather than ignoring it"
+        )
+
+
+def _where(module: torch.nn.Module) -> str:
+    owner = sinks.owner_name(module)
+    layer = getattr(module, "layer_idx", "?")
+    return f"zerotuning attention in {type(module).__name__} (layer {layer})" + (f" of {owner}" if owner else "")
 
 
 def zerotuning_mask(

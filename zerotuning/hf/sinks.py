@@ -180,3 +180,9 @@ def _forget(key: int, state_ref: weakref.ref) -> None:
     """Drop the entry ``key`` if it still belongs to ``state_ref`` (and not to a later attachment)."""
     if _ATTACHED.get(key) is state_ref:
         del _ATTACHED[key]
+
+
+def owner_name(module: torch.nn.Module) -> str | None:
+    """The class name of the model whose state an attention module holds (None if not attached), for messages."""
+    state: SinkState | None = getattr(module, _MODULE_ATTRIBUTE, None)
+    return None if state is None else state.model_name
