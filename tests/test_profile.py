@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -127,3 +128,25 @@ def test_check_matches_names_both_shapes():
     profile = Profile.neutral(fake_model(layers=3))
     with pytest.raises(ValueError, match=r"llama with 3 layers x 4 query heads.*llama with 5 layers x 4 query heads"):
         profile.check_matches(ModelIdentity("llama", 5, 4, 2))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("huge_integer", "gamma must be a finite number > 0"),
+        ("utf16", "is not UTF-8 text"),
+        ("latin1", "is not UTF-8 text"),
+    ],
+)
+def test_load_errors_name_the_file_for_huge_numbers_and_other_encodings(tmp_path, content, message):
+    model = fake_model()
+    path = tmp_path / "profile.json"
+    text = json.dumps(Profile.uniform(model, 2.0).to_json())
+    if content == "huge_integer":
+        path.write_text(text.replace("2.0", "1" + "0" * 400, 1), encoding="utf-8")
+    elif content == "utf16":
+        path.write_bytes(text.encode("utf-16"))
+    else:
+        path.write_bytes(text.replace('"metadata": {}', '"metadata": {"note": "caf\\u00e9"}').encode("utf-8").replace(b"\\u00e9", "é".encode("latin-1")))
+    with pytest.raises(ValueError, match=rf"profile '{re.escape(str(path))}'.*{message}"):
+        Profile.load(path)

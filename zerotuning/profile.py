@@ -112,9 +112,18 @@ class ModelIdentity:
 
 
 def _checked_gamma(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{where}: gamma must be a finite number > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _finite_as_float(value) or value <= 0:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}...({len(repr(value))} characters)"
+        raise ValueError(f"{where}: gamma must be a finite number > 0, got {shown}")
     return float(value)
+
+
+def _finite_as_float(value: numbers.Real) -> bool:
+    """True when ``value`` is finite once converted to the float the kernel uses (a huge JSON integer is not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _identity_of(model: Any) -> ModelIdentity:
@@ -254,11 +263,15 @@ class Profile:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"profile {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
         except json.JSONDecodeError as error:
             raise ValueError(f"profile {str(path)!r} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ValueError(f"profile {str(path)!r}: JSON nested too deeply") from None
         try:
             return cls.from_json(data)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"profile {str(path)!r}: {error}") from None
 
     # Folders like adapters: profile.json plus a README.md model card (profile_folder.py).
