@@ -15,7 +15,7 @@ scripts/setup_lm_eval_env.sh
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 
 set -x
-zerotuning tune --model smollm2 --task sentiment --out "$out/tuned"
+zerotuning tune --model smollm2 --task sentiment --search levels --out "$out/tuned"
 zerotuning lm-eval-task --task sentiment --out "$out/tasks"
 zerotuning lm-eval --model smollm2 --profile "$out/tuned/profile.json" --tasks zerotuning_sentiment \
     --include_path "$out/tasks" --batch_size 8 --output_path "$out/lm_eval/tuned" --log_samples
