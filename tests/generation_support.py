@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from scoring_support import tiny_lm
+from scoring_support import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS, PROMPT_WORDS, tiny_lm
 
 SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -22,7 +22,8 @@ CHAT_TEMPLATE = (
 
 def generation_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     """Word-level tokenizer that prepends <s>; newlines are their own token; with ``chat`` a chat template."""
-    vocabulary = list(dict.fromkeys(SPECIALS + WORDS))
+    # The classification test words too, so that one tiny model folder serves both kinds of task.
+    vocabulary = list(dict.fromkeys(SPECIALS + WORDS + PROMPT_WORDS + POSITIVE_WORDS + NEGATIVE_WORDS + FILLER_WORDS))
     backend = Tokenizer(models.WordLevel({word: index for index, word in enumerate(vocabulary)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"), pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Punctuation()])
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocabulary.index("<s>"))])
@@ -52,3 +53,11 @@ def arithmetic_rows(count: int, *, multi_turn_every: int = 3) -> list[dict]:
         else:
             rows.append({"id": f"g{index}", "prompt": f"What is {a} plus {b} ?", "references": [str(a + b), f"{a + b} ."]})
     return rows
+
+
+def save_generation_model_folder(folder):
+    """A local model folder (config, weights, tokenizer with its chat template) that ``load_model`` reads."""
+    tokenizer = generation_tokenizer()
+    generation_lm(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -153,3 +153,20 @@ def test_report_intervals_and_paired_tests_from_per_example_values():
     assert "exact_match" in table and "degenerate" in table
     with pytest.raises(ValueError, match="same examples"):
         compare_generation(baseline, replace(tuned, example_ids=("a",) * 5))
+
+
+def test_objectives_read_their_measure_and_refuse_scores_without_it():
+    from zerotuning.generation.objectives import make_generation_objective
+
+    refs, patterns = [("1",), ("2",)], ["", ""]
+    scores = _scores(["1", "3"], [True, False], [-1.0, -3.0], refs, patterns)
+    supervised, unsupervised = make_generation_objective("supervised"), make_generation_objective("unsupervised")
+    assert supervised.key(scores) == (-2.0,) and supervised.measures == ("likelihood",)
+    assert unsupervised.key(scores) == (-0.75,) and unsupervised.measures == ("generation",)
+    assert scores.summary()[supervised.metric] == -2.0 and scores.summary()[unsupervised.metric] == 0.75
+    with pytest.raises(ValueError, match="no generations"):
+        unsupervised.key(replace(scores, generations=None))
+    with pytest.raises(ValueError, match="no reference log-likelihoods"):
+        supervised.key(replace(scores, reference_log_likelihood=None))
+    with pytest.raises(ValueError, match="objective"):
+        make_generation_objective("bleu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,9 @@ from .tasks.columns import ANSWER_FORMATS, ColumnMapping
 from .tasks.files import FILE_FORMATS
 from .tasks.loader import TaskRequest, load_task
 from .tasks.splits import SplitPlan
-from .tasks.task import TASK_KINDS
+from .tasks.task import Task
+from .tasks.task import GENERATION, TASK_KINDS
+from .generation.formats import PROMPT_FORMATS
 from .tuning.head_probing import GRANULARITIES
 from .evaluation.out_of_fold import DEFAULT_FOLDS
 from .scoring.answer_tokens import ANSWER_FORMS
@@ -30,6 +33,7 @@ from .tuning.objectives import CALIBRATIONS, ENTROPY_CHOICES
 from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, SEARCHES, TuningConfig
 
 if TYPE_CHECKING:
+    from .generation.experiment import GenerationSettings
     from .tuning.experiment import RunSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(tune, task_required=True)
     _add_run_options(tune)
     _add_tuning_options(tune)
+    _add_generation_options(tune)
     tune.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for the profile, results and plots")
     tune.set_defaults(command_function=_tune)
 
@@ -90,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(evaluate, model_default=None)
     _add_task_options(evaluate, task_required=False)
     _add_run_options(evaluate, recorded_defaults=True)
+    _add_generation_options(evaluate)
+    evaluate.add_argument(
+        "--also-generation",
+        default=None,
+        metavar="TASK",
+        help="collateral damage: also judge the profile on this generation task's test split (a built-in name or a "
+        ".jsonl/.csv/.tsv file of generation rows): untouched model vs profile on every generation measure",
+    )
+    evaluate.add_argument("--max-generation-test", type=int, default=None, help="with --also-generation: keep at most this many of its test examples (seeded subsample)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the evaluation as JSON to this file")
     evaluate.set_defaults(command_function=_evaluate)
 
@@ -164,6 +178,10 @@ def _add_task_options(parser: argparse.ArgumentParser, task_required: bool) -> N
     group.add_argument("--choice-columns", type=_string_list, default=(), help="comma-separated columns, one per option in order (instead of --choices-column)")
     group.add_argument("--answer-column", default="answer", help="column of the right answer (multiple choice)")
     group.add_argument("--answer-format", choices=ANSWER_FORMATS, default="auto", help="how the answer is written: 0-based index, 1-based index1, letter, the choice's text, or auto")
+    group.add_argument("--prompt-column", default="prompt", help="column of the prompt, one user turn (generation)")
+    group.add_argument("--messages-column", default="messages", help="column of the chat messages, a list of {role, content} ending with a user turn (generation; a JSON list in CSV/TSV)")
+    group.add_argument("--references-column", default="references", help="column of the reference answer, or a list of them (generation)")
+    group.add_argument("--pattern-column", default="pattern", help="optional column of a regular expression a right answer matches (generation)")
     group.add_argument("--id-column", default="id", help="column of example ids (row numbers when absent)")
     group.add_argument("--split-column", default=None, help="column naming each row's split (values demo/calibration/test, or see --split-map)")
     group.add_argument("--split-map", type=_mapping, default=None, help="source split -> split, e.g. train=demo,validation=calibration,test=test; unmapped values are left out")
@@ -219,6 +237,18 @@ def _add_probe_options(parser: argparse.ArgumentParser, levels_only: bool = Fals
 LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head"}
 
 
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation tasks", "only for a task of kind generation (or --also-generation)")
+    group.add_argument("--max-new-tokens", type=int, default=None, help=f"greedy answer budget in tokens (default {_default_new_tokens()}; an answer without an end of turn by then counts as unfinished)")
+    group.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=None, help="chat: the tokenizer's chat template; plain: Question:/Answer: lines; auto (the default): chat when the tokenizer has a template")
+
+
+def _default_new_tokens() -> int:
+    from .generation.experiment import DEFAULT_MAX_NEW_TOKENS
+
+    return DEFAULT_MAX_NEW_TOKENS
+
+
 def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
     _add_objective_options(parser)
     group = parser.add_argument_group("search")
@@ -260,24 +290,35 @@ def _tune(args: argparse.Namespace) -> int:
     from .tuning import run_record
     from .tuning.experiment import run_tuning
 
-    settings = _settings(args, _tuning_config(args))
+    tuning_config = _tuning_config(args)
     request = _task_request(args)
     task = load_task(request)  # before the model: a bad task fails fast
+    generation = task.spec.kind == GENERATION
+    settings = _generation_settings(args, tuning_config) if generation else _settings(args, tuning_config)
     model, tokenizer = _load_model(args)
-    results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
+    if generation:
+        from .generation.experiment import run_generation_tuning
+        from .generation.report import format_generation_table
+
+        results, tuning = run_generation_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
+    else:
+        results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
     run_record.write_tuning_run(args.out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
     print(f"selected {tuning.selected.name}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
-    print(format_table(results["test"]))
-    tuning_cost, selection = results["cost"]["tuning"], results["selection"]
-    print(
-        f"selection: {selection['method']} vs {selection['reference']}: calibration gain {selection['calibration_gain']:+.3f}, "
-        f"test gain {selection['test_gain']:+.3f}, optimism {selection['optimism']:+.3f}"
-    )
-    print(
-        f"tuning cost: {tuning_cost['example_equivalent_passes']:.2f} passes over the calibration split "
-        f"({tuning_cost['fraction_of_published']:.2f} of the published protocol's {tuning_cost['published_protocol_passes']}), "
-        f"{tuning_cost['seconds']:.1f} s"
-    )
+    if generation:
+        print(format_generation_table(results["test"]))
+    else:
+        print(format_table(results["test"]))
+        tuning_cost, selection = results["cost"]["tuning"], results["selection"]
+        print(
+            f"selection: {selection['method']} vs {selection['reference']}: calibration gain {selection['calibration_gain']:+.3f}, "
+            f"test gain {selection['test_gain']:+.3f}, optimism {selection['optimism']:+.3f}"
+        )
+        print(
+            f"tuning cost: {tuning_cost['example_equivalent_passes']:.2f} passes over the calibration split "
+            f"({tuning_cost['fraction_of_published']:.2f} of the published protocol's {tuning_cost['published_protocol_passes']}), "
+            f"{tuning_cost['seconds']:.1f} s"
+        )
     print(f"cost: {results['cost']['total']['forward_passes']} forward passes, {results['cost']['total']['seconds']:.1f} s")
     print(f"wrote {args.out}")
     return 0
@@ -294,14 +335,38 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.answer_forms is None:
         args.answer_forms = recorded.fields.get("settings", {}).get("answer_forms", "surface")
     request = _task_request(args) if args.task is not None else recorded.task_request()
-    settings = _settings(args, TuningConfig())
     task = load_task(request)
+    generation = task.spec.kind == GENERATION
+    if generation and args.also_generation is not None:
+        raise ValueError(f"--also-generation: the evaluated task {task.spec.name!r} is itself a generation task; drop the option")
+    if args.max_generation_test is not None and args.also_generation is None:
+        raise ValueError("--max-generation-test applies only with --also-generation")
+    recorded_generation = recorded.fields.get("settings", {}).get("generation", {}) if generation else {}
+    settings = _generation_settings(args, TuningConfig(), recorded_generation) if generation else _settings(args, TuningConfig())
+    collateral = _collateral_task(args) if args.also_generation is not None else None  # before the model: fails fast
+    # Zero-shot: the shots recorded for the profile's own task say nothing about the generation task.
+    collateral_settings = replace(_generation_settings(args, TuningConfig(), check=False), shots=0) if collateral is not None else None
     model, tokenizer = _load_model(args)
-    results = run_evaluation(model, tokenizer, task, profile, settings, run_record.describe_model(model))
+    from .generation.experiment import run_generation_evaluation
+    from .generation.report import format_generation_table
+
+    evaluate = run_generation_evaluation if generation else run_evaluation
+    results = evaluate(model, tokenizer, task, profile, settings, run_record.describe_model(model))
     print(f"profile {args.profile}: {recorded.describe()}")
-    print(format_table(results["test"]))
+    print(format_generation_table(results["test"]) if generation else format_table(results["test"]))
+    if collateral is not None:
+        also = run_generation_evaluation(model, tokenizer, collateral, profile, collateral_settings, run_record.describe_model(model))
+        results["also_generation"] = {key: also[key] for key in ("task", "splits", "settings", "test", "cost")}
+        results["also_generation_predictions"] = also["predictions"]
+        print(f"\ncollateral: generation task {collateral.spec.name!r}")
+        print(format_generation_table(also["test"]))
     if args.out is not None:
+        collateral_predictions = results.pop("also_generation_predictions", None)
         run_record.write_evaluation(results, args.out)
+        if collateral_predictions is not None:
+            from .generation.run_files import write_predictions
+
+            write_predictions(collateral_predictions, args.out.with_name(args.out.stem + "_generation_predictions.json"))
         print(f"wrote {args.out}")
     return 0
 
@@ -340,6 +405,10 @@ def _export(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
     from .tuning.experiment import RunSettings
 
+    if getattr(args, "also_generation", None) is None:
+        for option in ("max_new_tokens", "prompt_format"):
+            if getattr(args, option, None) is not None:
+                raise ValueError(f"--{option.replace('_', '-')} applies only to generation tasks (or with --also-generation); the task is not one")
     return RunSettings(
         shots=args.shots,
         seed=args.seed,
@@ -353,6 +422,58 @@ def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
         calibration=getattr(args, "objective_calibration", "label_bias"),
         folds=getattr(args, "folds", DEFAULT_FOLDS),
     )
+
+
+def _generation_settings(args: argparse.Namespace, tuning: TuningConfig, recorded: dict | None = None, *, check: bool = True) -> GenerationSettings:
+    """Settings of a generation run; answer-token-only options are refused rather than ignored."""
+    from .generation.experiment import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
+
+    if check and getattr(args, "entropy_over", "answers") != "answers":
+        raise ValueError("--entropy-over applies to answer-token tasks only; a generation task's unsupervised objective is the entropy over its own greedy answer")
+    if check and tuning.search != "levels" and hasattr(args, "search"):
+        raise ValueError(
+            f"--search: a generation task is tuned with --search levels only (got {tuning.search!r}: the budgeted search "
+            "scores answer tokens on growing parts of the split); add --search levels"
+        )
+    answer_token_options = {"objective_calibration": "label_bias", "folds": DEFAULT_FOLDS}
+    if hasattr(args, "search"):  # tune; evaluate's --answer-forms is filled from the record
+        answer_token_options["answer_forms"] = "surface"
+    for option, default in answer_token_options.items():
+        if check and getattr(args, option, default) != default:
+            raise ValueError(f"--{option.replace('_', '-')} applies to answer-token tasks only; the task is a generation task")
+    recorded = recorded or {}
+    max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else recorded.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens: got {max_new_tokens}, expected a positive number of tokens")
+    return GenerationSettings(
+        shots=args.shots,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        layers=getattr(args, "layers", None),
+        objective=getattr(args, "objective", "supervised"),
+        tuning=tuning,
+        resamples=args.bootstrap_resamples,
+        max_new_tokens=max_new_tokens,
+        prompt_format=args.prompt_format or recorded.get("prompt_format", "auto"),
+    )
+
+
+def _collateral_task(args: argparse.Namespace) -> Task:
+    """The --also-generation task: every row of its file or built-in, split as usual, test capped if asked."""
+    if args.max_generation_test is not None and args.max_generation_test < 1:
+        raise ValueError(f"--max-generation-test: got {args.max_generation_test}, expected a positive count")
+    source = args.also_generation
+    path = Path(source)
+    limits = {"test": args.max_generation_test} if args.max_generation_test is not None else {}
+    request = TaskRequest(
+        source=str(path.resolve()) if path.suffix.lower() in FILE_FORMATS and path.is_file() else source,
+        kind=GENERATION,
+        splits=SplitPlan(seed=args.seed, max_examples=limits),
+    )
+    try:
+        return load_task(request)
+    except (ValueError, OSError) as error:
+        raise type(error)(f"--also-generation: {error}") from error
 
 
 def _task_request(args: argparse.Namespace) -> TaskRequest:
@@ -371,6 +492,10 @@ def _task_request(args: argparse.Namespace) -> TaskRequest:
             answer=args.answer_column,
             answer_format=args.answer_format,
             id=args.id_column,
+            prompt=args.prompt_column,
+            messages=args.messages_column,
+            references=args.references_column,
+            pattern=args.pattern_column,
         ),
         labels=tuple(args.labels),
         instruction=args.instruction,

@@ -95,11 +95,12 @@ class GenerationScorer:
             pad_token_id=self._pad_id,
             return_dict_in_generate=True,
             output_logits=True,
+            use_cache=True,
         )
         device = self._device()
         for indices in tqdm(length_sorted_batches(generation_set.prompt_lengths(), self.batch_size), desc=f"{description} (generation)", unit="batch", leave=False):
             input_ids, attention_mask = left_padded([generation_set.prompt_ids[i] for i in indices], self._pad_id)
-            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config, use_cache=True)
+            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config)
             steps = len(output.logits)
             self.ledger.record_forward(len(indices), int(attention_mask.sum()), attention_mask.numel())  # the prefill
             for _ in range(steps - 1):  # one cached decoding pass per further token
