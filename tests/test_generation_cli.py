@@ -50,6 +50,8 @@ def test_tune_a_generation_task_then_evaluate_its_profile(workspace, capsys, obj
     assert (out / "metric_vs_gamma.png").read_bytes()[:8] == PNG_MAGIC
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions) == results["splits"]["test"] and {"references", "baseline", "tuned"} <= set(predictions[0])
+    card = (out / "README.md").read_text()
+    assert "| generation measure |" in card and "| exact_match |" in card
     profile = json.loads((out / "profile.json").read_text())
     assert profile["metadata"]["zerotuning"]["settings"]["generation"]["prompt_format"] == "auto"
 

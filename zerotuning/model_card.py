@@ -105,6 +105,14 @@ def _held_out_section(held_out: Any) -> str:
     if not held_out:
         return "No held-out evaluation is recorded with this profile.\n"
     lines = [f"On the task's held-out test split ({held_out.get('examples', '?')} examples), 95% bootstrap intervals:\n"]
+    if "measures" in held_out:  # a generation task
+        rows = [
+            (name, _interval(row["baseline"]), _interval(row["tuned"]), _interval(row["difference"], signed=True),
+             "-" if row["mcnemar_p"] is None else f"{row['mcnemar_p']:.4g}")
+            for name, row in held_out["measures"].items()
+        ]
+        lines.append(_table(("generation measure", "untouched model", "with the profile", "difference", "McNemar p"), rows))
+        return "\n".join(lines)
     methods = held_out.get("accuracy") or {}
     lines.append(_table(("method", "accuracy [95% CI]"), [(name, _interval(interval)) for name, interval in methods.items()]))
     comparisons = held_out.get("comparisons") or {}

@@ -58,7 +58,21 @@ def record_tuning(profile: Profile, level_result: LevelResult, request: TaskRequ
 
 def record_held_out(profile: Profile, comparison: dict) -> None:
     """Store in ``profile``'s run record the held-out accuracies with intervals and the paired comparisons
-    (``compare_on_test``'s output), for its model card."""
+    (``compare_on_test``'s output, or ``compare_generation``'s for a generation task), for its model card."""
+    if "tuned_vs_baseline" in comparison:  # a generation task: every measure, baseline and tuned
+        profile.metadata[RECORD_KEY]["held_out"] = {
+            "examples": comparison["examples"],
+            "measures": {
+                measure: {
+                    "baseline": comparison["methods"]["baseline"][measure],
+                    "tuned": comparison["methods"]["tuned"][measure],
+                    "difference": row["difference"],
+                    "mcnemar_p": row["mcnemar"]["p_value"] if "mcnemar" in row else None,
+                }
+                for measure, row in comparison["tuned_vs_baseline"].items()
+            },
+        }
+        return
     profile.metadata[RECORD_KEY]["held_out"] = {
         "examples": comparison["examples"],
         "accuracy": {name: method["accuracy"] for name, method in comparison["methods"].items() if "accuracy" in method},
