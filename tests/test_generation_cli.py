@@ -53,7 +53,7 @@ def test_tune_a_generation_task_then_evaluate_its_profile(workspace, capsys, obj
     card = (out / "README.md").read_text()
     assert "| generation measure |" in card and "| exact_match |" in card
     profile = json.loads((out / "profile.json").read_text())
-    assert profile["metadata"]["zerotuning"]["settings"]["generation"]["prompt_format"] == "auto"
+    assert profile["metadata"]["zerotuning"]["settings"]["generation"]["chat_template"] == "auto"
 
     code = main(["evaluate", "--profile", str(out / "profile.json"), "--batch-size", "16", "--bootstrap-resamples", "200", "--out", str(out / "evaluation.json")])
     assert code == 0, capsys.readouterr().err
@@ -89,10 +89,10 @@ def test_evaluate_a_classification_profile_with_also_generation(workspace, capsy
     ("extra", "message"),
     [
         (["--task", "CLS", "--max-new-tokens", "4"], "--max-new-tokens applies only to generation tasks"),
-        (["--task", "CLS", "--prompt-format", "plain"], "--prompt-format applies only to generation tasks"),
+        (["--task", "CLS", "--chat-template", "off"], "--chat-template applies only to generation tasks"),
         (["--task", "GEN", "--search", "levels", "--objective", "unsupervised", "--entropy-over", "vocab"], "--entropy-over applies to answer-token tasks only"),
         (["--task", "GEN", "--search", "levels", "--max-new-tokens", "0"], "--max-new-tokens: got 0"),
-        (["--task", "GEN", "--search", "levels", "--prompt-format", "chat", "--shots", "500"], "demo split has"),
+        (["--task", "GEN", "--search", "levels", "--chat-template", "on", "--shots", "500"], "demo split has"),
         (["--task", "GEN"], "a generation task is tuned with --search levels only"),
         (["--task", "GEN", "--search", "levels", "--objective-calibration", "none"], "--objective-calibration applies to answer-token tasks only"),
         (["--task", "GEN", "--search", "levels", "--answer-forms", "first_token"], "--answer-forms applies to answer-token tasks only"),

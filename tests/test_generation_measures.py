@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
     tokenizer = generation_tokenizer()
     path = write_jsonl(arithmetic_rows(24), tmp_path_factory.mktemp("gen") / "sums.jsonl")
     task = load_task(TaskRequest(source=str(path), splits=SplitPlan(fractions={"calibration": 0.5, "test": 0.5})))
-    prepared = prepare_generation(task, tokenizer, prompt_format="chat")
+    prepared = prepare_generation(task, tokenizer, chat_template="on")
     return tokenizer, generation_lm(tokenizer), prepared
 
 

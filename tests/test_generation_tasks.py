@@ -102,7 +102,7 @@ def test_multi_turn_chat_rendering_with_instruction_and_demonstrations(tmp_path)
         ("assistant", "7"),
         ("user", "Now add 2 to that ."),
     )
-    prepared = prepare_generation(task, tokenizer, prompt_format="chat", shots=1, seed=0)
+    prepared = prepare_generation(task, tokenizer, chat_template="on", shots=1, seed=0)
     assert prepared.prompt_format.name == "chat" and not prepared.prompt_format.add_special_tokens
     test_set = prepared.sets["test"]
     tokens = tokenizer.convert_ids_to_tokens(list(test_set.prompt_ids[0]))
@@ -117,8 +117,8 @@ def test_multi_turn_chat_rendering_with_instruction_and_demonstrations(tmp_path)
 
 def test_plain_format_and_auto_without_a_template(tmp_path):
     tokenizer = generation_tokenizer(chat=False)
-    with pytest.raises(ValueError, match="has no chat template; use --prompt-format plain"):
-        resolve_format(tokenizer, "chat")
+    with pytest.raises(ValueError, match="has no chat template; use --chat-template off"):
+        resolve_format(tokenizer, "on")
     fmt = resolve_format(tokenizer, "auto")
     assert fmt.name == "plain" and fmt.add_special_tokens
     newline = tokenizer.convert_tokens_to_ids("\n")
@@ -126,7 +126,7 @@ def test_plain_format_and_auto_without_a_template(tmp_path):
     messages = (("user", "What is 3 plus 4 ?"), ("assistant", "7"), ("user", "Now add 2 to that ."))
     assert fmt.prompt_text(messages) == "Question: What is 3 plus 4 ?\nAnswer: 7\nQuestion: Now add 2 to that .\nAnswer:"
     rows = [{"id": str(i), "split": split, "messages": [{"role": r, "content": c} for r, c in messages], "references": "9"} for i, split in enumerate(["calibration", "test"])]
-    prepared = prepare_generation(_task(tmp_path, rows, splits=SplitPlan(column="split")), tokenizer, prompt_format="auto")
+    prepared = prepare_generation(_task(tmp_path, rows, splits=SplitPlan(column="split")), tokenizer, chat_template="auto")
     ids = prepared.sets["test"].prompt_ids[0]
     assert ids[0] == tokenizer.bos_token_id and list(ids).count(tokenizer.bos_token_id) == 1
     assert prepared.sets["test"].reference_ids[0] == ((tokenizer.convert_tokens_to_ids("9"), newline),)
@@ -142,7 +142,8 @@ def test_chat_answers_end_at_the_turn_end_token():
     assert fmt.name == "chat"
     assert fmt.answer_of([nine, end, nine]) == ("9", True, 2)
     assert fmt.answer_of([end]) == ("", True, 1)
-    with pytest.raises(ValueError, match="prompt format"):
+    assert resolve_format(tokenizer, "on").name == "chat" and resolve_format(tokenizer, "off").name == "plain"
+    with pytest.raises(ValueError, match="--chat-template: got .markdown., expected one of"):
         resolve_format(tokenizer, "markdown")
 
 

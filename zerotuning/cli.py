@@ -25,7 +25,7 @@ from .tasks.loader import TaskRequest, load_task
 from .tasks.splits import SplitPlan
 from .tasks.task import Task
 from .tasks.task import GENERATION, TASK_KINDS
-from .generation.formats import PROMPT_FORMATS
+from .generation.formats import CHAT_TEMPLATE_CHOICES
 from .tuning.head_probing import GRANULARITIES
 from .evaluation.out_of_fold import DEFAULT_FOLDS
 from .scoring.answer_tokens import ANSWER_FORMS
@@ -240,7 +240,14 @@ LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS,
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation tasks", "only for a task of kind generation (or --also-generation)")
     group.add_argument("--max-new-tokens", type=int, default=None, help=f"greedy answer budget in tokens (default {_default_new_tokens()}; an answer without an end of turn by then counts as unfinished)")
-    group.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=None, help="chat: the tokenizer's chat template; plain: Question:/Answer: lines; auto (the default): chat when the tokenizer has a template")
+    group.add_argument(
+        "--chat-template",
+        choices=CHAT_TEMPLATE_CHOICES,
+        default=None,
+        help="how a generation task's conversation is rendered: on: the tokenizer's chat template (its end-of-turn token ends "
+        "the answer); off: Question:/Answer: lines (a newline ends the answer); auto (the default for generation tasks): "
+        "on when the tokenizer has a template. With --also-generation it sets the generation task's rendering",
+    )
 
 
 def _default_new_tokens() -> int:
@@ -406,7 +413,7 @@ def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
     from .tuning.experiment import RunSettings
 
     if getattr(args, "also_generation", None) is None:
-        for option in ("max_new_tokens", "prompt_format"):
+        for option in ("max_new_tokens", "chat_template"):
             if getattr(args, option, None) is not None:
                 raise ValueError(f"--{option.replace('_', '-')} applies only to generation tasks (or with --also-generation); the task is not one")
     return RunSettings(
@@ -454,7 +461,7 @@ def _generation_settings(args: argparse.Namespace, tuning: TuningConfig, recorde
         tuning=tuning,
         resamples=args.bootstrap_resamples,
         max_new_tokens=max_new_tokens,
-        prompt_format=args.prompt_format or recorded.get("prompt_format", "auto"),
+        chat_template=args.chat_template or recorded.get("chat_template", "auto"),
     )
 
 

@@ -7,7 +7,7 @@ results and the split measures; ``compare_generation`` is the baseline-vs-profil
 the test split, with intervals and paired tests.
 """
 
-from .formats import PROMPT_FORMATS
+from .formats import CHAT_TEMPLATE_CHOICES
 from .prepared import GenerationSet, PreparedGeneration, prepare_generation
 
-__all__ = ["PROMPT_FORMATS", "GenerationSet", "PreparedGeneration", "prepare_generation"]
+__all__ = ["CHAT_TEMPLATE_CHOICES", "GenerationSet", "PreparedGeneration", "prepare_generation"]

@@ -33,7 +33,7 @@ class GenerationSettings:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     resamples: int = 10_000
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    prompt_format: str = "auto"
+    chat_template: str = "auto"  # --chat-template: auto, on or off
 
     def to_json(self) -> dict:
         return {
@@ -44,7 +44,7 @@ class GenerationSettings:
             "objective": self.make_objective().to_json(),
             "tuning": self.tuning.to_json(),
             "bootstrap_resamples": self.resamples,
-            "generation": {"max_new_tokens": self.max_new_tokens, "prompt_format": self.prompt_format, "decoding": "greedy, KV cache"},
+            "generation": {"max_new_tokens": self.max_new_tokens, "chat_template": self.chat_template, "decoding": "greedy, KV cache"},
         }
 
     def make_objective(self) -> GenerationObjective:
@@ -64,7 +64,7 @@ class GenerationSession:
         self.ledger = CostLedger()
         with self.ledger.stage("tokenisation"):
             self.prepared: PreparedGeneration = prepare_generation(
-                task, tokenizer, prompt_format=settings.prompt_format, shots=settings.shots, seed=settings.seed, eos_token_ids=_eos_ids(model)
+                task, tokenizer, chat_template=settings.chat_template, shots=settings.shots, seed=settings.seed, eos_token_ids=_eos_ids(model)
             )
         self.space = CandidateSpace.for_model(model, settings.layers)
         self.scorer = GenerationScorer(model, self.prepared.prompt_format, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens, ledger=self.ledger)

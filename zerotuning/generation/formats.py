@@ -1,10 +1,11 @@
 """How a conversation becomes the tokens the model reads, and which tokens end its answer.
 
-``chat``: the tokenizer's chat template (``apply_chat_template`` with the generation prompt); the
-answer ends with the token that closes an assistant turn in that template (e.g. ``<|im_end|>``),
-or the EOS token. ``plain``, for models without a template: ``Question: ...`` / ``Answer: ...``
-lines, ending with ``Answer:``; the answer ends at a newline or the EOS token. ``auto``: ``chat``
-when the tokenizer has a template, else ``plain`` (the resolved format is recorded).
+Chosen by ``--chat-template``. ``on`` (the resolved format is named ``chat``): the tokenizer's chat
+template (``apply_chat_template`` with the generation prompt); the answer ends with the token that
+closes an assistant turn in that template (e.g. ``<|im_end|>``), or the EOS token. ``off`` (named
+``plain``), for models without a template: ``Question: ...`` / ``Answer: ...`` lines, ending with
+``Answer:``; the answer ends at a newline or the EOS token. ``auto``: ``on`` when the tokenizer has
+a template, else ``off`` (the resolved format is recorded).
 
 The sink is the first token of the rendered prompt: a template that writes the BOS itself is
 encoded without special tokens (no second BOS); otherwise the tokenizer adds its own.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from ..tasks.task import Message
 
-PROMPT_FORMATS = ("auto", "chat", "plain")
+CHAT_TEMPLATE_CHOICES = ("auto", "on", "off")
 _PROBE_ANSWER = "Zqxjv"  # a string no template writes by itself, to find what follows an answer
 
 
@@ -64,18 +65,18 @@ class PromptFormat:
         }
 
 
-def resolve_format(tokenizer, requested: str, eos_token_ids: tuple[int, ...] = ()) -> PromptFormat:
-    """The ``PromptFormat`` for ``requested`` (auto, chat or plain) on ``tokenizer``."""
-    if requested not in PROMPT_FORMATS:
-        raise ValueError(f"prompt format: got {requested!r}, expected one of {PROMPT_FORMATS}")
+def resolve_format(tokenizer, chat_template: str, eos_token_ids: tuple[int, ...] = ()) -> PromptFormat:
+    """The ``PromptFormat`` for ``--chat-template`` ``chat_template`` (auto, on or off) on ``tokenizer``."""
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise ValueError(f"--chat-template: got {chat_template!r}, expected one of {CHAT_TEMPLATE_CHOICES}")
     has_template = getattr(tokenizer, "chat_template", None) is not None
-    if requested == "chat" and not has_template:
+    if chat_template == "on" and not has_template:
         raise ValueError(
-            f"prompt format 'chat': the tokenizer {type(tokenizer).__name__} has no chat template; "
-            "use --prompt-format plain (Question:/Answer: lines) or a tokenizer with a template"
+            f"--chat-template on: the tokenizer {type(tokenizer).__name__} has no chat template; "
+            "use --chat-template off (Question:/Answer: lines) or a tokenizer with a template"
         )
     eos = tuple(dict.fromkeys([*eos_token_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])]))
-    if requested == "plain" or (requested == "auto" and not has_template):
+    if chat_template == "off" or (chat_template == "auto" and not has_template):
         return PromptFormat("plain", tokenizer, _newline_tokens(tokenizer) + eos, _adds_bos(tokenizer, "Question:"), "\n")
     return _chat_format(tokenizer, eos)
 
@@ -86,8 +87,8 @@ def _chat_format(tokenizer, eos: tuple[int, ...]) -> PromptFormat:
     full = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": _PROBE_ANSWER}], tokenize=False)
     if not full.startswith(prompt + _PROBE_ANSWER):
         raise ValueError(
-            "prompt format 'chat': the chat template does not write an assistant answer right after its generation "
-            f"prompt ({prompt[-40:]!r} then {full[len(prompt) - 40 :]!r}); use --prompt-format plain"
+            "--chat-template: the chat template does not write an assistant answer right after its generation "
+            f"prompt ({prompt[-40:]!r} then {full[len(prompt) - 40 :]!r}); use --chat-template off"
         )
     end_of_turn = full[len(prompt) + len(_PROBE_ANSWER) :].rstrip()
     stops = eos
@@ -95,12 +96,12 @@ def _chat_format(tokenizer, eos: tuple[int, ...]) -> PromptFormat:
         end_ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
         if len(end_ids) != 1:
             raise ValueError(
-                f"prompt format 'chat': the template closes an answer with {end_of_turn!r}, which is {len(end_ids)} tokens, "
-                "not one stop token; use --prompt-format plain"
+                f"--chat-template: the template closes an answer with {end_of_turn!r}, which is {len(end_ids)} tokens, "
+                "not one stop token; use --chat-template off"
             )
         stops = tuple(dict.fromkeys([end_ids[0], *eos]))
     if not stops:
-        raise ValueError("prompt format 'chat': the template closes an answer with nothing and the tokenizer has no EOS token")
+        raise ValueError("--chat-template: the template closes an answer with nothing and the tokenizer has no EOS token")
     return PromptFormat("chat", tokenizer, stops, _adds_bos(tokenizer, prompt), end_of_turn)
 
 
@@ -115,7 +116,7 @@ def _newline_tokens(tokenizer) -> tuple[int, ...]:
     texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
     newline_tokens = tuple(token for token, text in enumerate(texts) if "\n" in text)
     if not newline_tokens:
-        raise ValueError(f"prompt format 'plain': the tokenizer {type(tokenizer).__name__} has no token holding a newline")
+        raise ValueError(f"--chat-template off: the tokenizer {type(tokenizer).__name__} has no token holding a newline")
     return newline_tokens
 
 

@@ -64,11 +64,11 @@ class PreparedGeneration:
         }
 
 
-def prepare_generation(task: Task, tokenizer, *, prompt_format: str = "auto", shots: int = 0, seed: int = 0, eos_token_ids: tuple[int, ...] = ()) -> PreparedGeneration:
-    """Resolve the prompt format, draw ``shots`` demonstrations (earlier turns of every conversation) and tokenise."""
+def prepare_generation(task: Task, tokenizer, *, chat_template: str = "auto", shots: int = 0, seed: int = 0, eos_token_ids: tuple[int, ...] = ()) -> PreparedGeneration:
+    """Resolve the prompt format (``--chat-template``: auto, on or off), draw ``shots`` demonstrations (earlier turns of every conversation) and tokenise."""
     if task.spec.kind != GENERATION:
         raise ValueError(f"task {task.spec.name!r} is a {task.spec.kind} task, not a generation task")
-    fmt = resolve_format(tokenizer, prompt_format, eos_token_ids)
+    fmt = resolve_format(tokenizer, chat_template, eos_token_ids)
     demonstrations = draw_demonstrations(task, shots, seed)
     sets = {name: _generation_set(task, name, demonstrations, fmt) for name in SCORED_SPLITS}
     first = task.split("calibration")[0]
@@ -117,7 +117,7 @@ def _answer_ids(fmt: PromptFormat, prompt: str, prompt_ids: list[int], reference
     if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
         raise ValueError(
             f"example {example_id!r}: the tokenizer merges the reference {reference!r} into the end of the prompt, so its "
-            "tokens cannot be scored after the prompt's; reword the reference or use another prompt format"
+            "tokens cannot be scored after the prompt's; reword the reference or use another --chat-template"
         )
     return tuple(full[len(prompt_ids) :])
 
