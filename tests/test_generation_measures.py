@@ -117,6 +117,8 @@ def test_matching_rules():
     assert contains_reference("new york city", ("New York",)) and not contains_reference("", ("x",))
     assert pattern_match("about 12 or so", r"\b12\b") == 1.0 and pattern_match("112", r"\b12\b") == 0.0
     assert np.isnan(pattern_match("12", ""))
+    assert exact_match("Bogotá.", ("Bogota",)) and contains_reference("It is BRASÍLIA", ("Brasilia",))
+    assert not exact_match("Bogotb", ("Bogota",))
 
 
 def test_degeneration_rules():

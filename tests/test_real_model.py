@@ -1,6 +1,6 @@
 """Model loading. Marked ``real_model``: the real default model (SmolLM2-135M-Instruct GGUF from
 PyPI) loads, starts every prompt with BOS, predicts plausible next tokens, and agrees with the
-GGUF file read by a second path. Unmarked: spec resolution errors and ``ensure_bos`` on tiny
+GGUF file read by a second path, and answers a few built-in generation questions sanely. Unmarked: spec resolution errors and ``ensure_bos`` on tiny
 in-memory tokenizers."""
 
 import importlib.util
@@ -134,6 +134,50 @@ def tiny_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     special = {"bos_token": "<s>"} if bos else {}
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", **special)
+
+
+# Built-in generation examples this model answers right (greedy, through its chat template), and a
+# clearly wrong answer for each that it must find less likely than the right one. (Not any wrong
+# answer: this model answers in sentences, so every bare answer is unlikely, and the per-token
+# mean favours some wrong ones: "Kyoto" over "Tokyo".)
+SANE_ANSWERS = {  # (task, first user turn) -> a wrong reference
+    ("short_answers", "What is the capital of Japan?"): "Paris",
+    ("short_answers", "What is the capital of Greece?"): "Rome",
+    ("short_answers", "What is the chemical symbol for copper?"): "Co",
+    ("short_answers_multiturn", "What is the chemical symbol for chlorine?"): "71",
+    ("short_answers_multiturn", "What is the chemical symbol for silicon?"): "41",
+    ("short_answers_multiturn", "What is the capital of Brazil?"): "Europe",
+}
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("task_name", ["short_answers", "short_answers_multiturn"])
+def test_sane_greedy_answers_to_builtin_generation_questions(smollm2, task_name):
+    import dataclasses
+
+    from zerotuning.generation import prepare_generation
+    from zerotuning.generation.scorer import GenerationScorer
+    from zerotuning.scoring.cost import CostLedger
+    from zerotuning.tasks import TaskRequest, load_task
+
+    model, tokenizer = smollm2
+    task = load_task(TaskRequest(source=task_name))
+    wrong = {question: answer for (name, question), answer in SANE_ANSWERS.items() if name == task_name}
+    chosen = [example for example in task.examples if example.messages[0][1] in wrong]
+    assert len(chosen) == len(wrong) and all(example.split == "test" for example in chosen)
+    # The right references on the test split, the wrong ones as the calibration split.
+    wrong_examples = [dataclasses.replace(e, id=e.id + "-wrong", split="calibration", references=(wrong[e.messages[0][1]],), pattern="") for e in chosen]
+    prepared = prepare_generation(dataclasses.replace(task, examples=tuple(chosen + wrong_examples)), tokenizer, chat_template="auto")
+    assert prepared.prompt_format.name == "chat"
+    scorer = GenerationScorer(model, prepared.prompt_format, batch_size=4, max_new_tokens=24, ledger=CostLedger())
+    right = scorer.score(prepared.sets["test"], "right")
+    wrong_scores = scorer.score(prepared.sets["calibration"], "wrong", ("likelihood",))
+    measures = right.per_example()
+    for index, example in enumerate(chosen):
+        answer = right.generations.texts[index]
+        assert measures["contains"][index] == 1.0 and measures["degenerate"][index] == 0.0, (example.messages, answer)
+        assert np.isnan(measures["regex_match"][index]) or measures["regex_match"][index] == 1.0, (example.pattern, answer)
+        assert right.reference_log_likelihood[index] > wrong_scores.reference_log_likelihood[index], example.references
 
 
 def test_ensure_bos_adds_a_missing_bos_once_and_keeps_it_first_after_left_padding():

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _EDGE_PUNCTUATION = " \t\n.,;:!?\"'`()[]{}"
 
 
 def normalise(text: str) -> str:
-    """Case folded, whitespace runs collapsed, punctuation and quotes around the answer dropped."""
-    return " ".join(text.casefold().split()).strip(_EDGE_PUNCTUATION)
+    """Case and accents folded ("Bogotá" is "bogota"), whitespace runs collapsed, punctuation and quotes
+    around the answer dropped."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    unaccented = "".join(character for character in decomposed if not unicodedata.combining(character))
+    return " ".join(unaccented.split()).strip(_EDGE_PUNCTUATION)
 
 
 def exact_match(generation: str, references: tuple[str, ...]) -> bool:

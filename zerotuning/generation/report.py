@@ -19,8 +19,9 @@ HIGHER_IS_BETTER = {"reference_log_likelihood": True, "exact_match": True, "cont
 NOTES = [
     "reference_log_likelihood: mean per-token log-probability (nats) of the best reference answer, teacher-forced, "
     "its end-of-turn token included.",
-    "exact_match / contains / regex_match: on the greedy answer (KV cache, no sampling), normalised for case, spaces and "
-    "surrounding punctuation; contains needs whole words; regex_match counts only the examples that have a pattern.",
+    "exact_match / contains / regex_match: on the greedy answer (KV cache, no sampling); exact_match and contains compare "
+    "after folding case and accents, collapsing spaces and dropping surrounding punctuation, and contains needs whole words; "
+    "regex_match searches the pattern in the answer as generated and counts only the examples that have a pattern.",
     "degenerate: empty, a repeated word loop, or no end of turn within the token budget (definitions under 'degeneration').",
     "continuation_entropy: mean next-token entropy (nats) over the model's own greedy answer (the unsupervised objective).",
     "Intervals: percentile bootstrap over test examples; differences are paired (tuned minus baseline, the same "
