@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: sets up .venv, then the Catch2 C++ tests of the kernel core, the CUDA compile check
 # (nvcc, when present), the whole pytest suite (CUDA tests skip without a GPU), then the lm-eval
-# integration tests in .venv-lm-eval (scripts/test_lm_eval.sh).
+# integration tests in .venv-lm-eval (scripts/test_lm_eval.sh) and the vLLM plugin tests in .venv-vllm
+# (scripts/test_vllm.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh --test
@@ -26,3 +27,6 @@ python -m pytest -q "$@"
 
 echo "== lm-eval integration tests (their own environment, .venv-lm-eval)"
 scripts/test_lm_eval.sh
+
+echo "== vLLM plugin tests (their own environment, .venv-vllm)"
+scripts/test_vllm.sh
