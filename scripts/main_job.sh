@@ -10,4 +10,5 @@ scripts/setup_env.sh
 . .venv/bin/activate
 out="${1:-runs/main}"
 [ $# -gt 0 ] && shift
-time zerotuning tune --model smollm2 --task sentiment --out "$out" "$@"
+# --overwrite: a rerun replaces its own earlier run (a folder holding anything else is still refused).
+time zerotuning tune --model smollm2 --task sentiment --out "$out" --overwrite "$@"

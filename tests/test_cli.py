@@ -87,13 +87,13 @@ def test_tune_then_evaluate_end_to_end(workspace, capsys, monkeypatch):
     assert format_interval(test["methods"]["tuned"]["accuracy"]) in (out / "README.md").read_text(encoding="utf-8")
 
     monkeypatch.chdir(root.parent)  # the profile records absolute paths of the model and the data file
-    code = main(["evaluate", "--profile", str(out), "--bootstrap-resamples", "300", "--out", str(out / "evaluation.json")])
+    code = main(["evaluate", "--profile", str(out), "--bootstrap-resamples", "300", "--out", str(root / "evaluation.json")])
     printed = capsys.readouterr().out
     assert code == 0 and "tuned vs baseline" in printed
-    evaluation = json.loads((out / "evaluation.json").read_text())
+    evaluation = json.loads((root / "evaluation.json").read_text())
     for method in ("baseline", "tuned", "baseline+label_bias"):
         assert evaluation["test"]["methods"][method]["accuracy"] == test["methods"][method]["accuracy"], method
-    assert json.loads((out / "evaluation_predictions.json").read_text()) == predictions
+    assert json.loads((root / "evaluation_predictions.json").read_text()) == predictions
 
 
 def test_budgeted_default_stays_within_its_budget_and_reports_the_optimism(workspace, capsys, monkeypatch):

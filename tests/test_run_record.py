@@ -11,7 +11,7 @@ import pytest
 from zerotuning import ModelIdentity, Profile
 from zerotuning.atomic_files import replacing, write_text_atomically
 from zerotuning.tasks import SplitPlan, TaskRequest
-from zerotuning.tuning.run_record import RECORD_KEY, RecordedRun, write_evaluation
+from zerotuning.tuning.run_record import RECORD_KEY, RecordedRun, evaluation_files, write_evaluation
 
 IDENTITY = ModelIdentity("llama", 2, 4, 2)
 
@@ -39,7 +39,7 @@ def test_a_profile_made_by_hand_names_what_it_does_not_record(tmp_path):
 
 def test_an_evaluation_is_written_with_its_predictions_beside_it(tmp_path):
     results = {"test": {"examples": 1}, "predictions": [{"id": "a", "answer": 1}]}
-    write_evaluation(results, tmp_path / "sub" / "evaluation.json")
+    write_evaluation(results, evaluation_files(tmp_path / "sub" / "evaluation.json", overwrite=False))
     assert json.loads((tmp_path / "sub" / "evaluation.json").read_text(encoding="utf-8")) == {"test": {"examples": 1}}
     assert json.loads((tmp_path / "sub" / "evaluation_predictions.json").read_text(encoding="utf-8")) == [{"id": "a", "answer": 1}]
 
@@ -55,7 +55,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     with pytest.raises(OSError, match="No space left"):
         Profile.uniform(IDENTITY, 2.0).save(profile_path)
     with pytest.raises(OSError, match="No space left"):
-        write_evaluation({"test": {}, "predictions": []}, tmp_path / "profile.json")
+        write_evaluation({"test": {}, "predictions": []}, evaluation_files(tmp_path / "profile.json", overwrite=True))
     assert profile_path.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["profile.json"]
 

@@ -20,8 +20,23 @@ def replacing(path: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
+        sync_folder(path.absolute().parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def sync_folder(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the platform can (not on Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a folder; the rename itself is done
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

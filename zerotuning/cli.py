@@ -18,6 +18,7 @@ import torch
 from .evaluation.report import format_table
 from .lm_eval.cli import add_commands as add_lm_eval_commands
 from .models import load_model
+from .output_paths import local_inputs
 from .profile import Profile
 from .tasks.columns import ANSWER_FORMATS, ColumnMapping
 from .tasks.files import FILE_FORMATS
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(tune)
     _add_tuning_options(tune)
     _add_generation_options(tune)
-    tune.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for the profile, results and plots")
+    tune.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for the profile, results and plots (new or empty, unless --overwrite)")
+    _add_overwrite_option(tune, "an earlier tuning run's folder: replaced whole once this run's files are all written (a folder holding other files is still refused)")
     tune.set_defaults(command_function=_tune)
 
     evaluate = commands.add_parser(
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         ".jsonl/.csv/.tsv file of generation rows): untouched model vs profile on every generation measure",
     )
     evaluate.add_argument("--max-generation-test", type=int, default=None, help="with --also-generation: keep at most this many of its test examples (seeded subsample)")
-    evaluate.add_argument("--out", type=Path, default=None, help="also write the evaluation as JSON to this file")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write the evaluation as JSON to this file (new, unless --overwrite), its predictions beside it")
+    _add_overwrite_option(evaluate, "an earlier evaluation's --out file and its predictions files: deleted, then written anew")
     evaluate.set_defaults(command_function=_evaluate)
 
     probe = commands.add_parser(
@@ -120,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(probe)
     _add_objective_options(probe)
     _add_probe_options(probe)
-    probe.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png")
+    probe.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for head_effects.json/.png (new or empty, unless --overwrite)")
+    _add_overwrite_option(probe, "an earlier probe-heads run's folder: replaced whole once this run's files are written (a folder holding other files is still refused)")
     probe.set_defaults(command_function=_probe_heads)
     add_lm_eval_commands(commands, _HelpFormatter)
 
@@ -139,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the folder to create (must not exist)")
     export.set_defaults(command_function=_export)
     return parser
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser, replaces: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"allow --out to be {replaces}")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, model_default: str | None) -> None:
@@ -302,6 +310,8 @@ def _tune(args: argparse.Namespace) -> int:
     task = load_task(request)  # before the model: a bad task fails fast
     generation = task.spec.kind == GENERATION
     settings = _generation_settings(args, tuning_config) if generation else _settings(args, tuning_config)
+    out = run_record.tuning_run_folder(args.out, args.overwrite)
+    out.check(local_inputs(**{"--task": request.source, "--model": args.model}))  # before the model loads
     model, tokenizer = _load_model(args)
     if generation:
         from .generation.experiment import run_generation_tuning
@@ -310,7 +320,7 @@ def _tune(args: argparse.Namespace) -> int:
         results, tuning = run_generation_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
     else:
         results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
-    run_record.write_tuning_run(args.out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
+    run_record.write_tuning_run(out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
     print(f"selected {tuning.selected.name}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
     if generation:
         print(format_generation_table(results["test"]))
@@ -353,6 +363,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     collateral = _collateral_task(args) if args.also_generation is not None else None  # before the model: fails fast
     # Zero-shot: the shots recorded for the profile's own task say nothing about the generation task.
     collateral_settings = replace(_generation_settings(args, TuningConfig(), check=False), shots=0) if collateral is not None else None
+    out = None
+    if args.out is not None:
+        out = run_record.evaluation_files(args.out, args.overwrite)
+        inputs = {"--profile": args.profile, "--task": request.source, "--model": args.model, "--also-generation": args.also_generation}
+        out.check(local_inputs(**inputs))
+    elif args.overwrite:
+        raise ValueError("--overwrite applies only with --out")
     model, tokenizer = _load_model(args)
     from .generation.experiment import run_generation_evaluation
     from .generation.report import format_generation_table
@@ -367,13 +384,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         results["also_generation_predictions"] = also["predictions"]
         print(f"\ncollateral: generation task {collateral.spec.name!r}")
         print(format_generation_table(also["test"]))
-    if args.out is not None:
-        collateral_predictions = results.pop("also_generation_predictions", None)
-        run_record.write_evaluation(results, args.out)
-        if collateral_predictions is not None:
-            from .generation.run_files import write_predictions
-
-            write_predictions(collateral_predictions, args.out.with_name(args.out.stem + "_generation_predictions.json"))
+    if out is not None:
+        run_record.write_evaluation(results, out, results.pop("also_generation_predictions", None))
         print(f"wrote {args.out}")
     return 0
 
@@ -383,10 +395,13 @@ def _probe_heads(args: argparse.Namespace) -> int:
     from .tuning.experiment import run_head_probing
 
     settings = _settings(args, TuningConfig(probe_gamma=args.probe_gamma, granularity=args.granularity))
-    task = load_task(_task_request(args))
+    request = _task_request(args)
+    task = load_task(request)
+    out = run_record.head_probing_run_folder(args.out, args.overwrite)
+    out.check(local_inputs(**{"--task": request.source, "--model": args.model}))
     model, tokenizer = _load_model(args)
     results, head_probes = run_head_probing(model, tokenizer, task, settings, run_record.describe_model(model))
-    run_record.write_head_probing_run(args.out, results, head_probes, settings)
+    run_record.write_head_probing_run(out, results, head_probes, settings)
     counts = results["head_profile"]["counts"]
     print(f"{counts['up']} up-effective, {counts['down']} down-effective, {counts['neutral']} neutral probes; dominant: {results['head_profile']['dominant_kind']}")
     print(f"wrote {args.out}")

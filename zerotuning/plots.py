@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -94,8 +95,10 @@ def _save(figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     try:
-        with replacing(path) as temporary:
-            figure.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png")
+        with replacing(path) as temporary, open(temporary, "xb") as handle:
+            figure.savefig(handle, dpi=120, format=path.suffix.lstrip(".") or "png")
+            handle.flush()
+            os.fsync(handle.fileno())
     finally:
         plt.close(figure)
     return path

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .atomic_files import write_text_atomically
 from .model_card import render_model_card
+from .output_paths import OutputFiles
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -26,13 +27,16 @@ _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-
 
 
 def save_folder(profile: "Profile", directory: str | Path) -> Path:
-    """Write the model card, then profile.json (both atomically) into ``directory``, created if missing."""
+    """Write profile.json and its model card into ``directory`` (created if missing), replacing earlier ones as a pair:
+    both are written to temporaries first, so a failed write changes neither."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"save_pretrained: {str(directory)!r} exists and is not a folder")
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(directory / CARD_FILE, render_model_card(profile))
-    profile.save(directory / PROFILE_FILE)
+    card = render_model_card(profile)  # before any file: a profile that cannot be rendered writes nothing
+    files = OutputFiles("save_pretrained", directory / PROFILE_FILE, (directory / CARD_FILE,), overwrite=True)
+    with files.writing() as temporary:
+        write_text_atomically(temporary(directory / CARD_FILE), card)
+        profile.save(temporary(directory / PROFILE_FILE))
     return directory
 
 

@@ -94,7 +94,8 @@ def _add_task_export(commands: argparse._SubParsersAction, formatter_class) -> N
         formatter_class=formatter_class,
     )
     parser.add_argument("--task", required=True, help="a built-in task (sentiment, capitals, elements) or a .jsonl/.csv/.tsv file with the default columns")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the task files (pass it to --include_path)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the task files (pass it to --include_path); other files in it are left alone")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export's files of the same --name in --out (otherwise refused)")
     parser.add_argument("--name", default=None, help="lm-eval task name (default: zerotuning_<task>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split of a local file without a split column")
     parser.set_defaults(command_function=_export_task)
@@ -155,7 +156,7 @@ def _export_task(args: argparse.Namespace) -> int:
     source = Path(args.task)
     is_file = source.suffix.lower() in FILE_FORMATS and source.is_file()
     task = load_task(TaskRequest(source=str(source.resolve()) if is_file else args.task, splits=SplitPlan(seed=args.seed)))
-    yaml_path = export_task(task, args.out, name=args.name)
+    yaml_path = export_task(task, args.out, name=args.name, overwrite=args.overwrite, inputs={"--task": source} if is_file else {})
     print(f"wrote {yaml_path} (lm-eval task {yaml_path.stem}: {len(task.split('test'))} test, {len(task.split('demo'))} few-shot examples)")
     print(f"run it with: zerotuning lm-eval --include_path {args.out} --tasks {yaml_path.stem} ...")
     return 0
@@ -163,10 +164,14 @@ def _export_task(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ..atomic_files import write_text_atomically
+    from ..output_paths import check_not_an_input, check_writable_parent, local_inputs
     from .compare import compare_runs, find_run, format_comparison
 
-    if args.out is not None and args.out.exists():
-        raise FileExistsError(f"--out: {str(args.out)!r} already exists; remove it or choose another file")
+    if args.out is not None:
+        if args.out.exists():
+            raise FileExistsError(f"--out: {str(args.out)!r} already exists; remove it or choose another file")
+        check_not_an_input("--out", args.out, local_inputs(run_a=args.run_a, run_b=args.run_b))
+        check_writable_parent("--out", args.out)
     comparison = compare_runs(find_run(args.run_a), find_run(args.run_b), resamples=args.bootstrap_resamples, seed=args.seed)
     print(format_comparison(comparison))
     if args.out is not None:

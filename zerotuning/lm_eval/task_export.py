@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from ..atomic_files import write_text_atomically
+from ..output_paths import OutputFiles
 from ..tasks.prompts import render_prompt
 from ..tasks.task import CLASSIFICATION, GENERATION, OPTION_LETTERS, Example, Task
 
 _TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def export_task(task: Task, out_dir: str | Path, *, name: str | None = None) -> Path:
+def export_task(task: Task, out_dir: str | Path, *, name: str | None = None, overwrite: bool = False, inputs: Mapping[str, Path] = {}) -> Path:
     """Write ``<name>.yaml``, ``<name>_test.jsonl`` and (with demo examples) ``<name>_demo.jsonl``; returns the YAML path.
 
-    ``name`` (default ``zerotuning_<task name>``) is the lm-eval task name; existing files are refused.
+    ``name`` (default ``zerotuning_<task name>``) is the lm-eval task name; existing files of those names are refused
+    unless ``overwrite``, and so is one of them being an ``inputs`` path. The files appear together (``OutputFiles``): the YAML last, so a failed export leaves the earlier ones.
     """
     if task.spec.kind == GENERATION:
         raise ValueError(f"task {task.spec.name!r} is a generation task; only classification and multiple-choice tasks export to lm-eval")
@@ -37,16 +40,19 @@ def export_task(task: Task, out_dir: str | Path, *, name: str | None = None) -> 
     splits = {"test": task.split("test"), "demo": task.split("demo")}
     if not splits["test"]:
         raise ValueError(f"task {task.spec.name!r} has no test examples to export")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out: {str(out_dir)!r} is a file; expected a folder")
     data_files = {split: out_dir / f"{name}_{split}.jsonl" for split, examples in splits.items() if examples}
     yaml_path = out_dir / f"{name}.yaml"
-    existing = [str(path) for path in (yaml_path, *data_files.values()) if path.exists()]
-    if existing:
-        raise FileExistsError(f"--out: {existing} already exist; remove them or choose another folder or --name")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Every split's file is a companion, so that an earlier export's demo file does not outlive an export without one.
+    files = OutputFiles("--out", yaml_path, tuple(out_dir / f"{name}_{split}.jsonl" for split in splits), overwrite)
+    files.check(inputs)
     block_spec = replace(task.spec, instruction="")  # the instruction is lm-eval's description, written once
-    for split, path in data_files.items():
-        write_text_atomically(path, "".join(json.dumps(_row(task, block_spec, example)) + "\n" for example in splits[split]))
-    return write_text_atomically(yaml_path, _task_yaml(task, name, data_files))
+    with files.writing() as temporary:
+        for split, path in data_files.items():
+            write_text_atomically(temporary(path), "".join(json.dumps(_row(task, block_spec, example)) + "\n" for example in splits[split]))
+        write_text_atomically(temporary(yaml_path), _task_yaml(task, name, data_files))
+    return yaml_path
 
 
 def _row(task: Task, block_spec, example: Example) -> dict:

@@ -10,12 +10,14 @@ plots are written atomically, as UTF-8.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic_files import write_text_atomically
 from ..models import load_record
+from ..output_paths import OutputFiles, RunFolder
 from ..plots import plot_head_effects, plot_metric_vs_gamma
 from ..profile import Profile
 from ..tasks.loader import TaskRequest
@@ -24,6 +26,34 @@ from .head_probing import HeadProbes
 from .tuner import LevelResult, TuningResult
 
 RECORD_KEY = "zerotuning"
+# What each command writes, by name: an earlier run's folder holding only these may be replaced (--overwrite).
+TUNING_RUN_FILES = frozenset({"profile.json", "README.md", "results.json", "predictions.json", "metric_vs_gamma.png", "head_effects.png"})
+_LEVEL_PROFILE = re.compile(r"profile_(?:level\d+|budgeted)\.json")
+HEAD_PROBING_RUN_FILES = frozenset({"head_effects.json", "head_effects.png"})
+
+
+def tuning_run_folder(out: Path, overwrite: bool) -> RunFolder:
+    """``tune --out``: the profiles, model card, results, predictions and plots of one tuning run."""
+    return RunFolder("--out", out, lambda name: name in TUNING_RUN_FILES or bool(_LEVEL_PROFILE.fullmatch(name)), overwrite)
+
+
+def head_probing_run_folder(out: Path, overwrite: bool) -> RunFolder:
+    """``probe-heads --out``: head_effects.json and head_effects.png."""
+    return RunFolder("--out", out, HEAD_PROBING_RUN_FILES.__contains__, overwrite)
+
+
+def evaluation_files(path: Path, overwrite: bool) -> OutputFiles:
+    """``evaluate --out FILE``: FILE, ``<stem>_predictions.json`` and (with --also-generation) ``<stem>_generation_predictions.json``."""
+    return OutputFiles("--out", path, (_predictions_path(path), generation_predictions_path(path)), overwrite)
+
+
+def generation_predictions_path(path: Path) -> Path:
+    """Where ``evaluate --out FILE --also-generation TASK`` puts the generation task's per-example answers."""
+    return path.with_name(path.stem + "_generation_predictions.json")
+
+
+def _predictions_path(path: Path) -> Path:
+    return path.with_name(path.stem + "_predictions.json")
 
 
 def describe_model(model) -> dict:
@@ -115,46 +145,49 @@ class RecordedRun:
 
 
 def write_tuning_run(
-    out: Path, results: dict, tuning: TuningResult, request: TaskRequest, settings: RunSettings, model_spec: str
+    folder: RunFolder, results: dict, tuning: TuningResult, request: TaskRequest, settings: RunSettings, model_spec: str
 ) -> None:
-    """Into ``out``: profile_level<N>.json per level (or profile_budgeted.json) and profile.json (the selected one, with its held-out
-    results) plus its README.md model card, so that ``out`` is a profile folder; each profile with its run
-    record; metric_vs_gamma.png, head_effects.png (with Level 2), results.json and predictions.json."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Into ``folder`` (``tuning_run_folder``), all at once: profile_level<N>.json per level (or profile_budgeted.json) and
+    profile.json (the selected one, with its held-out results) plus its README.md model card, so that the folder is a
+    profile folder; each profile with its run record; metric_vs_gamma.png, head_effects.png (with Level 2),
+    results.json and predictions.json."""
     for level_result in tuning.levels.values():
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
     record_held_out(tuning.selected.profile, results["test"])
-    for level_result in tuning.levels.values():
-        level_result.profile.save(out / f"profile_{level_result.name}.json")
-    tuning.selected.profile.save_pretrained(out)
     objective = settings.make_objective()
-    results["files"] = {
-        "profile": str(out / "profile.json"),
-        "metric_vs_gamma": str(plot_metric_vs_gamma(tuning, objective.metric, out / "metric_vs_gamma.png")),
-    }
+    results["files"] = {"profile": str(folder.path / "profile.json"), "metric_vs_gamma": str(folder.path / "metric_vs_gamma.png")}
     if 2 in tuning.levels:
-        head_effects = plot_head_effects(tuning.levels[2].head_probes, objective.to_json()["key"][0], out / "head_effects.png")
-        results["files"]["head_effects"] = str(head_effects)
-    _write_results(results, out / "results.json", out / "predictions.json")
+        results["files"]["head_effects"] = str(folder.path / "head_effects.png")
+    with folder.writing() as staging:
+        for level_result in tuning.levels.values():
+            level_result.profile.save(staging / f"profile_{level_result.name}.json")
+        tuning.selected.profile.save_pretrained(staging)
+        plot_metric_vs_gamma(tuning, objective.metric, staging / "metric_vs_gamma.png")
+        if 2 in tuning.levels:
+            plot_head_effects(tuning.levels[2].head_probes, objective.to_json()["key"][0], staging / "head_effects.png")
+        _write_results(results, staging / "results.json", staging / "predictions.json")
 
 
-def write_evaluation(results: dict, path: Path) -> None:
-    """The evaluation as JSON at ``path``, its per-example predictions beside it (``<stem>_predictions.json``)."""
-    _write_results(results, path, path.with_name(path.stem + "_predictions.json"))
+def write_evaluation(results: dict, files: OutputFiles, generation_predictions: list[dict] | None = None) -> None:
+    """All at once (``evaluation_files``): the evaluation as JSON at ``files.main``, its per-example predictions beside it
+    (``<stem>_predictions.json``) and, given, the --also-generation task's (``<stem>_generation_predictions.json``)."""
+    with files.writing() as temporary:
+        if generation_predictions is not None:
+            write_text_atomically(temporary(generation_predictions_path(files.main)), json.dumps(generation_predictions, indent=1) + "\n")
+        _write_results(results, temporary(files.main), temporary(_predictions_path(files.main)))
 
 
-def write_head_probing_run(out: Path, results: dict, head_probes: HeadProbes, settings: RunSettings) -> None:
-    """Into ``out``: head_effects.png and head_effects.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    head_effects = plot_head_effects(head_probes, settings.make_objective().to_json()["key"][0], out / "head_effects.png")
-    results["files"] = {"head_effects": str(head_effects)}
-    _write_results(results, out / "head_effects.json", None)
+def write_head_probing_run(folder: RunFolder, results: dict, head_probes: HeadProbes, settings: RunSettings) -> None:
+    """Into ``folder`` (``head_probing_run_folder``), all at once: head_effects.png and head_effects.json."""
+    results["files"] = {"head_effects": str(folder.path / "head_effects.png")}
+    with folder.writing() as staging:
+        plot_head_effects(head_probes, settings.make_objective().to_json()["key"][0], staging / "head_effects.png")
+        _write_results(results, staging / "head_effects.json", None)
 
 
 def _write_results(results: dict, path: Path, predictions_path: Path | None) -> None:
     """``results`` without its ``predictions`` at ``path``; the predictions at ``predictions_path``."""
     predictions = results.pop("predictions", None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(results, indent=2) + "\n")
     if predictions is not None and predictions_path is not None:
         write_text_atomically(predictions_path, json.dumps(predictions, indent=1) + "\n")
+    write_text_atomically(path, json.dumps(results, indent=2) + "\n")
