@@ -234,3 +234,15 @@ def test_push_to_hub_uploads_the_profile_and_its_card(model, monkeypatch):
 def test_push_to_hub_needs_an_owner_and_name(model):
     with pytest.raises(ValueError, match="repo_id must read owner/name, got 'just-a-name'"):
         Profile.neutral(model).push_to_hub("just-a-name")
+
+
+@pytest.mark.parametrize(
+    "family, fingerprint",
+    [
+        ("llama", "sha256:6ac97e86b5a7a38b24e53f4febc706ca6679961141be9508448556e36f29d5a5"),
+        ("gemma3", "sha256:021157b87b21ae30e4c13f97938ec065751ffaf03f53d55e57ff1cd1b6d20f55"),
+    ],
+)
+def test_the_fingerprint_is_the_same_under_every_transformers_version(family, fingerprint):
+    """Recorded under transformers 5.18 and checked under 4.57.6 (.venv-tf4): a saved profile keeps matching its model."""
+    assert config_fingerprint(tiny_config(family)) == fingerprint

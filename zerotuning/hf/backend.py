@@ -8,6 +8,11 @@ function silently receives no mask at all (and so loses causal and padding maski
 * The attention function calls ``zerotuning.sink_attention`` with the layer's log-gammas, read
   from a buffer on the attention module (``prepare_module`` puts it there, ``release_module``
   takes it off): an attribute look-up, no host sync, no new tensor.
+
+A model loaded with ``attn_implementation="zerotuning"`` runs these functions before any
+``apply``: a module without a gamma buffer, and a config that ``apply`` did not attach, get
+transformers' own ``sdpa`` attention and mask with the arguments as given, so its outputs are
+exactly the stock ones until a profile is applied.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..ops import sink_attention
 from . import sinks
@@ -182,7 +188,21 @@ def zerotuning_mask(
     return mask
 
 
+def attention_or_stock(module: torch.nn.Module, query, key, value, attention_mask, **kwargs: Any):
+    """The registered attention function: ZeroTuning on a module ``apply`` prepared, stock sdpa on any other."""
+    if not hasattr(module, LOG_GAMMA_BITS) and not sinks.is_attached_module(module):
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+    return zerotuning_attention(module, query, key, value, attention_mask, **kwargs)
+
+
+def mask_or_stock(*args: Any, **kwargs: Any):
+    """The registered mask function: ZeroTuning's for a config ``apply`` attached, stock ``sdpa_mask`` for any other."""
+    if not sinks.is_attached_config(kwargs.get("config")):
+        return sdpa_mask(*args, **kwargs)
+    return zerotuning_mask(*args, **kwargs)
+
+
 def register_backend() -> None:
     """Register the attention and mask functions under ``BACKEND_NAME`` (idempotent)."""
-    AttentionInterface.register(BACKEND_NAME, zerotuning_attention)
-    AttentionMaskInterface.register(BACKEND_NAME, zerotuning_mask)
+    AttentionInterface.register(BACKEND_NAME, attention_or_stock)
+    AttentionMaskInterface.register(BACKEND_NAME, mask_or_stock)

@@ -22,6 +22,7 @@ from ..profile import ModelIdentity, Profile
 from . import backend, families, sinks
 
 PATCH_ATTRIBUTE = "zerotuning_patch"
+_STOCK = "sdpa"
 
 
 @dataclass
@@ -130,7 +131,8 @@ def _install(model: torch.nn.Module, identity: ModelIdentity, modules: list[torc
     devices = [families.module_device(module) for module in modules]  # may refuse: before any change
     backend.register_backend()
     configs = families.model_configs(model, modules)
-    previous = [(config, config._attn_implementation) for config in configs]
+    # A model loaded with attn_implementation="zerotuning" goes back to sdpa, not to a backend that needs apply().
+    previous = [(config, _STOCK if config._attn_implementation == backend.BACKEND_NAME else config._attn_implementation) for config in configs]
     attachment = sinks.attach(model, configs, modules)  # may refuse a shared config: before any change
     for module, device in zip(modules, devices):
         backend.prepare_module(module, identity.num_heads, device)

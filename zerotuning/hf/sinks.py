@@ -72,7 +72,8 @@ class SinkState:
                 f"zerotuning: no sink positions were recorded for {kind} attention in this forward of "
                 f"{self.model_name} (recorded: {sorted(self.by_kind) or 'none'}). ZeroTuning needs the "
                 "attention masks that transformers builds from a 2D attention_mask; a prebuilt 4D mask "
-                "or a model that builds its masks by other means is not supported"
+                "or a model that builds its masks by other means is not supported. A model copied after "
+                "zerotuning.apply() has no sink state of its own: call zerotuning.remove and zerotuning.apply on the copy"
             )
         recorded_length, per_device = entry
         if recorded_length != kv_length:
@@ -169,6 +170,16 @@ def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.d
             "but zerotuning.apply() did not prepare it"
         )
     return state.lookup(kind, kv_length, device)
+
+
+def is_attached_config(config: Any) -> bool:
+    """Whether ``config`` belongs to a model that ``attach`` prepared."""
+    return _state_of(config) is not None
+
+
+def is_attached_module(module: torch.nn.Module) -> bool:
+    """Whether an attention module carries a sink state (prepared by ``attach``, or copied from one that was)."""
+    return hasattr(module, _MODULE_ATTRIBUTE)
 
 
 def _state_of(config: Any) -> SinkState | None:
