@@ -52,6 +52,28 @@ def test_import_zerotuning_first_then_transformers_accepts_the_name():
     assert result.stdout.strip().splitlines()[-1] == "zerotuning"
 
 
+@pytest.mark.parametrize("first_import", ["from zerotuning import apply", "import zerotuning.hf.backend", "import zerotuning.hf"])
+def test_the_glue_imported_before_transformers_still_registers(first_import):
+    """The glue itself imports transformers' models: the hook then fires while the backend module is
+    half-initialised, and the name must still be registered (no circular import, no warning)."""
+    script = textwrap.dedent(
+        f"""
+        import warnings
+        warnings.simplefilter("error")
+        {first_import}
+        import transformers
+        config = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1)
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="zerotuning")
+        print(model.config._attn_implementation)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "could not register" not in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "zerotuning"
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_loaded_with_zerotuning_gives_exactly_the_stock_outputs(family, batch):
     stock, ours = loaded_with(family, "sdpa"), loaded_with(family, BACKEND_NAME)

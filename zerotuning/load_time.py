@@ -10,6 +10,7 @@ that module has executed (before any ``from_pretrained`` can ask for the name).
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
@@ -27,9 +28,11 @@ def register_at_transformers_import() -> None:
 
 
 def _register() -> None:
-    from .hf.backend import register_backend
-
-    register_backend()
+    # Importing the backend module registers it. When that module is what is importing transformers
+    # (``from zerotuning import apply`` before transformers), it is half-initialised here and
+    # registers itself once it finishes: importing it again now would be a circular import.
+    if "zerotuning.hf.backend" not in sys.modules:
+        importlib.import_module("zerotuning.hf.backend")
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):

@@ -206,3 +206,8 @@ def register_backend() -> None:
     """Register the attention and mask functions under ``BACKEND_NAME`` (idempotent)."""
     AttentionInterface.register(BACKEND_NAME, attention_or_stock)
     AttentionMaskInterface.register(BACKEND_NAME, mask_or_stock)
+
+
+# Importing this module registers the name, so that every way in (``import zerotuning.hf``, the
+# import hook in ``load_time.py``) finds ``attn_implementation="zerotuning"`` accepted.
+register_backend()
