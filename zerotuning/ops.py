@@ -7,6 +7,7 @@ import torch
 from . import _C  # noqa: F401  (loading the library registers torch.ops.zerotuning)
 
 _OP = torch.ops.zerotuning.sink_attention.default
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def sink_attention(
@@ -34,7 +35,16 @@ def sink_attention(
     at position p see keys j > p - W. Returns out [B, Hq, Lq, D] (and the float32 log-sum-exp
     [B, Hq, Lq] if ``return_lse``). Full semantics: ``zerotuning.reference``.
     """
-    out, lse = _OP(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
+    args = (q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        out, lse = _OP(*args)
+    else:
+        # Without grad mode, the autograd kernel of an op registered from Python only
+        # redispatches below itself, but through Python: a fifth of a decoding step's attention
+        # call (docs/hf_integration.md, model-level cost). Going below autograd here is the same
+        # dispatch without that detour. (Compiled graphs keep the plain call, which dynamo traces.)
+        with _BELOW_AUTOGRAD():
+            out, lse = _OP(*args)
     return (out, lse) if return_lse else out
 
 

@@ -47,8 +47,10 @@ def sink_index_per_row(
         first_kept = torch.zeros(batch_size, dtype=torch.int64, device=device)
     else:
         first_kept = padding_mask.to(torch.uint8).argmax(dim=-1)
-    sink = first_kept - kv_offset
-    return torch.where(sink >= 0, sink, -1)
+    if isinstance(kv_offset, int) and kv_offset == 0:  # the usual case: no op per forward beyond argmax
+        return first_kept
+    # Negative (dropped by a sliding cache) becomes -1: one op, not a comparison and a select.
+    return (first_kept - kv_offset).clamp_min_(-1)
 
 
 class SinkState:
