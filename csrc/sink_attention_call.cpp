@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace zerotuning {
@@ -11,6 +13,8 @@ namespace {
 
 constexpr const char* kOp = "zerotuning.sink_attention: ";
 constexpr int64_t kMaxHeadDim = 256;
+constexpr float kFloatMax = std::numeric_limits<float>::max();
+constexpr float kFloatMinNormal = std::numeric_limits<float>::min();
 
 std::string shape_of(const at::Tensor& t) {
   std::ostringstream os;
@@ -50,7 +54,10 @@ MaskKind mask_kind_of(const at::Tensor& mask) {
 // BLAS-style kernels need a unit stride along head_dim and rows at least head_dim apart.
 // (Strides of size-1 dims are arbitrary, even in "contiguous" tensors: row_stride() fixes them.)
 at::Tensor with_dense_rows(const at::Tensor& t) {
-  const bool ok = (t.stride(3) == 1 || t.size(3) == 1) && (t.size(2) <= 1 || t.stride(2) >= t.size(3));
+  // The CPU kernel passes the position stride to BLAS as an int leading dimension.
+  const bool ok = (t.stride(3) == 1 || t.size(3) == 1) &&
+                  (t.size(2) <= 1 || (t.stride(2) >= t.size(3) &&
+                                      t.stride(2) <= std::numeric_limits<int32_t>::max()));
   return ok ? t : t.contiguous();
 }
 
@@ -154,19 +161,30 @@ SinkAttentionCall prepare_sink_attention(const at::Tensor& q, const at::Tensor& 
     for (int d = 0; d < 4; ++d) p.mask_stride[d] = full[d] == 1 ? 0 : call.mask.stride(d);
   }
 
+  // The kernels compute in float32: a scalar is checked as the float32 it becomes.
   if (scale.has_value()) {
     TORCH_CHECK(std::isfinite(*scale), kOp, "scale must be finite, got ", *scale);
+    TORCH_CHECK(std::isfinite(static_cast<float>(*scale)), kOp,
+                "scale must be finite in float32 (|scale| <= ", kFloatMax, "), got ", *scale);
   }
   p.scale = static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(head_dim))));
   if (softcap.has_value()) {
     TORCH_CHECK(std::isfinite(*softcap) && *softcap > 0.0, kOp,
                 "softcap must be a finite number > 0 (or None for no capping), got ", *softcap);
-    p.softcap = static_cast<float>(*softcap);
+    // Below float32's smallest normal number 1 / softcap overflows (or softcap becomes 0,
+    // which would mean no capping at all).
+    const float as_float = static_cast<float>(*softcap);
+    TORCH_CHECK(std::isfinite(as_float) && as_float >= kFloatMinNormal, kOp,
+                "softcap must be in float32's normal range [", kFloatMinNormal, ", ", kFloatMax,
+                "], got ", *softcap);
+    p.softcap = as_float;
   }
   if (sliding_window.has_value()) {
     TORCH_CHECK(*sliding_window >= 1, kOp,
                 "sliding_window must be >= 1 (or None for no window), got ", *sliding_window);
-    p.sliding_window = *sliding_window;
+    // A window of len_k or more hides nothing; clamping keeps every position bound
+    // (p - window + 1, ...) far from int64 overflow, and the window still counts as given.
+    p.sliding_window = std::min<int64_t>(*sliding_window, std::max<int64_t>(len_k, 1));
   }
   p.is_causal = is_causal;
 

@@ -254,6 +254,88 @@ def test_empty_and_degenerate_sizes(target):
     assert sink_attention(q, k, v, log_gamma).shape == (0, 2, 3, 16)
 
 
+# ---- non-finite inputs and extreme arguments (docs/operator.md) -----------------------------------
+
+NON_FINITE = [pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"), pytest.param(-math.inf, id="-inf")]
+# Where one non-finite element goes: q of one query row; k of the sink or of a middle key (seen
+# by the later queries only, under is_causal); v of the sink (seen by every query) or of a middle
+# key without is_causal (a v entry of a key a query does not weigh is not specified).
+PLACES = {
+    "q": ("q", (0, 1, 5, 3)),
+    "k_sink": ("k", (0, 1, 0, 2)),
+    "k_middle": ("k", (1, 0, 7, 2)),
+    "v_sink": ("v", (0, 0, 0, 4)),
+    "v_middle": ("v", (1, 1, 7, 5)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("place", list(PLACES))
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_non_finite_inputs_propagate_as_the_reference_says(target, value, place, causal, dtype):
+    if place == "v_middle" and causal:
+        pytest.skip("under is_causal the earlier queries do not weigh the middle key: not specified")
+    q, k, v, log_gamma = target.inputs(2, 4, 2, 24, 24, 64, dtype=dtype, seed=12)
+    name, index = PLACES[place]
+    tensors = dict(q=q, k=k, v=v)
+    tensors[name][index] = value
+    target.require(q, k, v, log_gamma, is_causal=causal)
+    out, lse = assert_matches_reference(q, k, v, log_gamma, is_causal=causal)
+    if name != "v" or not math.isinf(value):  # NaN anywhere, and inf in q or k: some rows are NaN
+        assert out.isnan().any()
+    if name == "v":
+        assert torch.isfinite(lse).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_non_finite_inputs_with_softcap_mask_window_and_key_splits(target, dtype):
+    """The same rule on the kernels' other branches: softcap (tanh caps inf, not NaN), a padding
+    mask, a window, and a long decode whose keys are split across threads or blocks."""
+    q, k, v, log_gamma = target.inputs(2, 8, 2, 1, 3000, 64, dtype=dtype, seed=13)
+    k[0, 0, 2500, 1] = math.nan  # seen by the decode step of row 0, heads 0-3
+    q[1, 5, 0, 0] = math.inf  # with softcap: finite capped logits
+    mask = padding_mask([3000, 2000], 1, 3000, device=target.device)
+    options = dict(attn_mask=mask, is_causal=True, softcap=30.0, sliding_window=2800)
+    target.require(q, k, v, log_gamma, **options)
+    out, _ = assert_matches_reference(q, k, v, log_gamma, **options)
+    assert out[0, :4].isnan().all() and torch.isfinite(out[0, 4:]).all() and torch.isfinite(out[1]).all()
+    no_cap = dict(options, softcap=None)
+    target.require(q, k, v, log_gamma, **no_cap)
+    out, _ = assert_matches_reference(q, k, v, log_gamma, **no_cap)
+    assert out[1, 5].isnan().all()
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_non_finite_additive_mask_values(target, mask_dtype):
+    """NaN and +inf in an additive mask are additive values (they poison the rows that see them);
+    -inf, like the dtype's lowest value, hides the key."""
+    q, k, v, log_gamma = target.inputs(2, 4, 2, 9, 23, 32, seed=14)
+    mask = torch.zeros(2, 4, 9, 23).to(mask_dtype)
+    mask[0, 1, 3, 5] = math.nan
+    mask[1, :, 2, 4] = math.inf
+    mask[0, :, :, 0] = math.nan  # NaN does not hide the first key: it is still row 0's sink
+    mask[1, :, :, :2] = -math.inf
+    mask = mask.to(target.device)
+    target.require(q, k, v, log_gamma, attn_mask=mask)
+    out, lse = assert_matches_reference(q, k, v, log_gamma, attn_mask=mask)
+    assert out[0].isnan().all() and lse[0].isnan().all()
+    assert out[1, :, 2].isnan().all() and torch.isfinite(out[1, :, :2]).all() and torch.isfinite(out[1, :, 3:]).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lq, lk", [(9, 600), (600, 600), (1, 1500)])
+def test_huge_sliding_window_is_no_window(target, lq, lk, causal):
+    import sys
+
+    q, k, v, log_gamma = target.inputs(1, 4, 2, lq, lk, 64, dtype=torch.bfloat16, seed=15)
+    target.require(q, k, v, log_gamma, is_causal=causal, sliding_window=sys.maxsize)
+    unbounded = sink_attention(q, k, v, log_gamma, is_causal=causal)
+    for window in (sys.maxsize, sys.maxsize - 1, 2**40, lk + lq, lk):
+        out, _ = assert_matches_reference(q, k, v, log_gamma, is_causal=causal, sliding_window=window)
+        torch.testing.assert_close(out, unbounded, rtol=2e-2, atol=2e-2)
+
+
 # ---- torch integration ----------------------------------------------------------------------------
 
 
@@ -318,6 +400,14 @@ def call_with(device, **overrides):
         (dict(softcap=0.0), r"softcap must be a finite number > 0 \(or None for no capping\), got 0"),
         (dict(sliding_window=0), r"sliding_window must be >= 1 \(or None for no window\), got 0"),
         (dict(scale=math.inf), r"scale must be finite, got inf"),
+        (dict(scale=math.nan), r"scale must be finite, got nan"),
+        (dict(scale=1e39), r"scale must be finite in float32 \(\|scale\| <= 3.40282e\+38\), got 1e\+39"),
+        (dict(softcap=math.nan), r"softcap must be a finite number > 0"),
+        (dict(softcap=math.inf), r"softcap must be a finite number > 0"),
+        (dict(softcap=1e-50), r"softcap must be in float32's normal range \[1.17549e-38, 3.40282e\+38\], got 1e-50"),
+        (dict(softcap=1e-39), r"softcap must be in float32's normal range"),
+        (dict(softcap=1e39), r"softcap must be in float32's normal range"),
+        (dict(sliding_window=-(2**62)), r"sliding_window must be >= 1 \(or None for no window\), got -4611686018427387904"),
         (dict(q=torch.randn(1, 1, 1, 300), k=torch.randn(1, 1, 1, 300), v=torch.randn(1, 1, 1, 300), log_gamma=torch.zeros(1)), r"head_dim must be in \[1, 256\], got 300"),
     ],
 )

@@ -6,7 +6,8 @@ Semantics (docs/method.md), shared with ``torch.ops.zerotuning.sink_attention``:
 * scores ``s = scale * q k^T``; Gemma-style ``softcap * tanh(s / softcap)`` when softcap is set;
   then the additive part of ``attn_mask``; then ``log_gamma[h]`` on the sink key of the row.
 * a key is hidden from a query by a False in a bool mask, by a float mask value at or below the
-  lowest finite value of the mask's dtype (what HuggingFace writes for "masked"), by
+  lowest finite value of the mask's dtype (what HuggingFace writes for "masked"; NaN is not
+  below it, so a NaN mask value is an additive NaN), by
   ``is_causal`` (diagonal aligned to the END of the keys, so a decode step sees all the cache), or
   by ``sliding_window`` W (query at position p sees keys p - W < j).
 * the sink of batch row b is ``sink_index[b]``; -1 means the row has none.  ``sink_index=None``
@@ -14,6 +15,12 @@ Semantics (docs/method.md), shared with ``torch.ops.zerotuning.sink_attention``:
   padding length); ``is_causal`` and ``sliding_window`` do not move it, they only decide which
   queries can see it.  A query that cannot see its row's sink gets no bias.
 * a query that sees no key gets zeros and a log-sum-exp of -inf.
+* non-finite values propagate (docs/operator.md): a visible key whose final logit is NaN or +inf
+  (a NaN or inf in q, in that key's k, or a NaN or +inf additive mask value) makes the query's
+  output row and log-sum-exp NaN; a logit of -inf weighs 0 (all of them: as if no key were
+  seen). A non-finite v entry of a key with positive weight makes that output column non-finite
+  (IEEE arithmetic); one of a key with weight 0 (hidden) is not specified (0 * NaN is NaN here,
+  the kernels may skip the key).
 """
 
 from __future__ import annotations
@@ -96,8 +103,12 @@ def sink_attention_reference(
         scores[b, :, :, s] += bias
 
     scores = scores.masked_fill(~visible, -math.inf)
+    # Non-finite logits of visible keys: NaN or +inf poisons the query's row, -inf weighs 0.
+    poisoned = (torch.isnan(scores) | (scores == math.inf)).any(dim=-1)
+    weighted = scores > -math.inf  # False for hidden keys, -inf logits and NaN
+    scores = scores.masked_fill(~weighted, -math.inf)
     lse = torch.logsumexp(scores, dim=-1)
-    any_visible = visible.any(dim=-1)
-    probs = torch.exp(scores - lse[..., None]).masked_fill(~any_visible[..., None], 0.0)
+    any_weighted = weighted.any(dim=-1)
+    probs = torch.exp(scores - lse[..., None]).masked_fill(~any_weighted[..., None], 0.0)
     out = torch.matmul(probs, vf)
-    return out, lse
+    return out.masked_fill(poisoned[..., None], math.nan), lse.masked_fill(poisoned, math.nan)

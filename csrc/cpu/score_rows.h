@@ -29,8 +29,9 @@ inline bool mask_hides(M value) {
   if constexpr (std::is_same_v<M, bool>) {
     return !value;
   } else {
-    // NaN hides too: !(x > lowest) is true for NaN.
-    return !(static_cast<float>(value) > static_cast<float>(std::numeric_limits<M>::lowest()));
+    // At or below the lowest finite value (or -inf). NaN does not hide: it is an additive NaN
+    // and poisons the rows that see the key, as in zerotuning/reference.py.
+    return static_cast<float>(value) <= static_cast<float>(std::numeric_limits<M>::lowest());
   }
 }
 

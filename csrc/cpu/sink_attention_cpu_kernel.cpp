@@ -29,6 +29,8 @@ using score_rows::kNegInf;
 using score_rows::load_as_float;
 using score_rows::store_from_float;
 using score_rows::Vec;
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Rows (query head x position) per work item and keys per block: big enough for BLAS to run
 // near peak, small enough that a block of scores stays in L2.
@@ -208,8 +210,17 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
       score_rows::mask_limit_and_bias_row(p, s, nk, j0, it.b, h, i, sink);
 
       const float old_max = ws.running_max[r];
-      const float new_max = std::max(old_max, row_max(s, nk));
-      if (new_max == kNegInf) {  // nothing visible yet: contribute nothing
+      const float tile_max = row_max(s, nk);  // NaN if any score is NaN
+      // A NaN or +inf logit of a visible key poisons the row (output and lse NaN); the row
+      // stays poisoned (running max NaN) for the rest of its keys.
+      if (std::isnan(old_max) || std::isnan(tile_max) || tile_max == kPosInf) {
+        ws.running_max[r] = kNaN;
+        ws.running_sum[r] = kNaN;
+        std::fill_n(s, nk, 0.0f);
+        continue;
+      }
+      const float new_max = std::max(old_max, tile_max);
+      if (new_max == kNegInf) {  // nothing visible yet (or only -inf logits): contribute nothing
         std::fill_n(s, nk, 0.0f);
         continue;
       }
@@ -226,7 +237,8 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
   }
 }
 
-// Normalises the item's rows and stores them; a query that saw no key gets zeros, lse = -inf.
+// Normalises the item's rows and stores them; a query that saw no key gets zeros, lse = -inf; a
+// poisoned row (running sum NaN) gets NaN.
 template <typename T>
 void write_rows(const SinkAttentionParams& p, const Plan& plan, const Item& it, const float* acc,
                 const float* running_max, const float* running_sum) {
@@ -236,6 +248,11 @@ void write_rows(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
     const int64_t i = it.i0 + r % it.nq;
     const int64_t row = (it.b * p.heads_q + h) * p.len_q + i;
     const float sum = running_sum[r];
+    if (std::isnan(sum)) {
+      std::fill_n(out + row * p.head_dim, p.head_dim, static_cast<T>(kNaN));
+      p.lse[row] = kNaN;
+      continue;
+    }
     store_from_float(acc + r * p.head_dim, out + row * p.head_dim, p.head_dim,
                      sum > 0.0f ? 1.0f / sum : 0.0f);
     p.lse[row] = sum > 0.0f ? running_max[r] + std::log(sum) : kNegInf;
@@ -247,11 +264,19 @@ void combine_splits(const Plan& plan, const Item& it, int64_t item, int64_t head
                     const Partials& parts, Workspace& ws) {
   for (int64_t r = 0; r < it.rows; ++r) {
     float m = kNegInf;
+    bool poisoned = false;
     for (int64_t s = 0; s < plan.splits; ++s) {
-      m = std::max(m, parts.running_max[(item * plan.splits + s) * plan.max_rows + r]);
+      const float split_max = parts.running_max[(item * plan.splits + s) * plan.max_rows + r];
+      poisoned |= std::isnan(split_max);
+      m = std::max(m, split_max);
     }
     float* acc = ws.acc.data() + r * head_dim;
     std::fill_n(acc, head_dim, 0.0f);
+    if (poisoned) {  // one split saw a NaN or +inf logit: the whole row is NaN
+      ws.running_max[r] = kNaN;
+      ws.running_sum[r] = kNaN;
+      continue;
+    }
     float sum = 0.0f;
     for (int64_t s = 0; s < plan.splits && m != kNegInf; ++s) {
       const int64_t slot = (item * plan.splits + s) * plan.max_rows + r;
