@@ -12,6 +12,11 @@
 namespace zerotuning::cuda {
 
 constexpr float kNegInf = -__builtin_huge_valf();
+constexpr float kPosInf = __builtin_huge_valf();
+constexpr float kNaN = __builtin_nanf("");
+
+// A logit that poisons its row (NaN or +inf): the row's output and lse become NaN.
+__device__ __forceinline__ bool poisons(float logit) { return !(logit < kPosInf); }
 
 // ---- elements ---------------------------------------------------------------------------------
 
@@ -74,14 +79,13 @@ __device__ __forceinline__ void cp_async_wait() {
 // ---- masks ------------------------------------------------------------------------------------
 
 // HuggingFace writes "masked" as the lowest finite value of the mask's dtype; at or below it
-// (or NaN) the key is hidden. Bool masks are read as bytes: zero hides.
+// (or -inf) the key is hidden. NaN does not hide: it is an additive NaN that poisons the rows
+// seeing the key, as in zerotuning/reference.py. Bool masks are read as bytes: zero hides.
 __device__ __forceinline__ bool mask_hides(uint8_t value) { return value == 0; }
-__device__ __forceinline__ bool mask_hides(float value) { return !(value > -3.40282347e+38f); }
-__device__ __forceinline__ bool mask_hides(__half value) {
-  return !(__half2float(value) > -65504.0f);
-}
+__device__ __forceinline__ bool mask_hides(float value) { return value <= -3.40282347e+38f; }
+__device__ __forceinline__ bool mask_hides(__half value) { return __half2float(value) <= -65504.0f; }
 __device__ __forceinline__ bool mask_hides(__nv_bfloat16 value) {
-  return !(__bfloat162float(value) > __uint_as_float(0xff7f0000u));  // bf16's lowest, exactly
+  return __bfloat162float(value) <= __uint_as_float(0xff7f0000u);  // bf16's lowest, exactly
 }
 
 __device__ __forceinline__ float mask_additive(uint8_t) { return 0.0f; }

@@ -44,26 +44,68 @@ __global__ void __launch_bounds__(kMergeThreads) sink_merge_kernel(const SinkMer
   for (int offset = threads_per_row / 2; offset > 0; offset /= 2) {
     dot += __shfl_xor_sync(0xffffffffu, dot, offset);
   }
-  if (!row_active) return;
 
-  const float log_gamma = p.log_gamma[h];
-  CUDA_KERNEL_ASSERT_MSG(isfinite(log_gamma),
-                         "zerotuning.sink_attention: log_gamma must be finite (log of a gamma > 0)");
   const int64_t pos = i + p.len_k - p.len_q;  // absolute position of the query
   const bool sees_sink = (!p.is_causal || pos >= 0) && (p.sliding_window == 0 || pos < p.sliding_window);
-  const float sink_logit = sees_sink ? dot * p.scale + log_gamma : kNegInf;
-  // The rest's row of this query; flash writes lse = +inf for a row that saw no key.
+  float log_gamma = 0.0f;
+  float sink_logit = kNegInf;
+  if (row_active) {
+    log_gamma = p.log_gamma[h];
+    CUDA_KERNEL_ASSERT_MSG(isfinite(log_gamma),
+                           "zerotuning.sink_attention: log_gamma must be finite (log of a gamma > 0)");
+    if (sees_sink) sink_logit = dot * p.scale + log_gamma;
+  }
+  // A NaN or +inf logit of a visible key poisons the row (output and lse NaN), as on the other
+  // paths. The rest's kernels report such a row by a NaN lse, or (flash) by lse = +inf, which
+  // flash also writes for a row that saw no key or only -inf logits: then its output tells them
+  // apart (NaN when poisoned, zeros otherwise).
+  bool poisoned = row_active && poisons(sink_logit);
   const int64_t rest_row = i - args.rest_query_offset;
+  int64_t rest_lo = 1, rest_hi = p.len_k - 1;  // the rest's keys this query sees, by position
+  if (p.sliding_window > 0) rest_lo = max(rest_lo, pos - p.sliding_window + 1);
+  if (p.is_causal) rest_hi = min(rest_hi, pos);
+  const bool rest_sees_keys = rest_row >= 0 && rest_lo <= rest_hi;
   float rest_lse = kNegInf;
-  if (rest_row >= 0) {
+  bool read_rest = false;
+  float rest[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if (row_active && rest_sees_keys) {
     rest_lse = args.rest_lse[b * args.rest_lse_stride[0] + h * args.rest_lse_stride[1] +
                              rest_row * args.rest_lse_stride[2]];
-    if (!isfinite(rest_lse)) rest_lse = kNegInf;
+    poisoned |= isnan(rest_lse);
+    read_rest = !poisoned && rest_lse > kNegInf;
   }
-  const float max_logit = fmaxf(sink_logit, rest_lse);
+  bool rest_has_nan = false;
+  if (read_rest && active) {
+    chunk_to_float<T>(*reinterpret_cast<const uint4*>(
+                          static_cast<const T*>(args.rest_out) + b * args.rest_out_stride[0] +
+                          rest_row * args.rest_out_stride[1] + h * args.rest_out_stride[2] + chunk * 8),
+                      rest);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) rest_has_nan |= isnan(rest[e]);
+  }
+  // The row's lanes agree on whether its rest output holds a NaN (every lane shuffles).
+  int any_nan = rest_has_nan ? 1 : 0;
+  for (int offset = threads_per_row / 2; offset > 0; offset /= 2) {
+    any_nan |= __shfl_xor_sync(0xffffffffu, any_nan, offset);
+  }
+  if (!row_active) return;
+  if (rest_lse == kPosInf) {
+    poisoned |= any_nan != 0;
+    rest_lse = kNegInf;  // not poisoned: no key of the rest has any weight
+    read_rest = false;
+  }
 
   T* out = static_cast<T*>(p.out) + row * p.head_dim;
-  if (max_logit == kNegInf) {  // the query sees no key at all: zeros and lse = -inf
+  if (poisoned) {
+    if (active) {
+      const float nans[8] = {kNaN, kNaN, kNaN, kNaN, kNaN, kNaN, kNaN, kNaN};
+      *reinterpret_cast<uint4*>(out + chunk * 8) = chunk_from_float<T>(nans);
+    }
+    if (chunk == 0) p.lse[row] = kNaN;
+    return;
+  }
+  const float max_logit = fmaxf(sink_logit, rest_lse);
+  if (max_logit == kNegInf) {  // the query sees no key at all (or only -inf logits): zeros, lse = -inf
     if (active) {
       const float zeros[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
       *reinterpret_cast<uint4*>(out + chunk * 8) = chunk_from_float<T>(zeros);
@@ -79,12 +121,7 @@ __global__ void __launch_bounds__(kMergeThreads) sink_merge_kernel(const SinkMer
     chunk_to_float<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + v_offset), merged);
 #pragma unroll
     for (int e = 0; e < 8; ++e) merged[e] *= sink_weight;
-    if (rest_weight > 0.0f) {  // never read the rest's output when it saw no key
-      float rest[8];
-      chunk_to_float<T>(*reinterpret_cast<const uint4*>(
-                            static_cast<const T*>(args.rest_out) + b * args.rest_out_stride[0] +
-                            rest_row * args.rest_out_stride[1] + h * args.rest_out_stride[2] + chunk * 8),
-                        rest);
+    if (read_rest) {  // never read the rest's output when it saw no key
 #pragma unroll
       for (int e = 0; e < 8; ++e) merged[e] = fmaf(rest_weight, rest[e], merged[e]);
     }

@@ -24,11 +24,20 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
   if (row >= total_rows) return;  // whole warp leaves together
 
   float max_all = kNegInf;
+  bool poisoned = false;  // a split saw a NaN or +inf logit (its max is NaN)
   for (int s = lane; s < args.num_splits; s += 32) {
-    max_all = fmaxf(max_all, args.partial_max[s * total_rows + row]);
+    const float split_max = args.partial_max[s * total_rows + row];
+    poisoned |= isnan(split_max);
+    max_all = fmaxf(max_all, split_max);
   }
   max_all = warp_max(max_all);
+  poisoned = __any_sync(0xffffffffu, poisoned);
   T* out = static_cast<T*>(p.out) + row * p.head_dim;
+  if (poisoned) {
+    for (int col = lane; col < p.head_dim; col += 32) out[col] = from_float<T>(kNaN);
+    if (lane == 0) p.lse[row] = kNaN;
+    return;
+  }
   if (max_all == kNegInf) {  // the row sees no key: zeros and lse = -inf
     for (int col = lane; col < p.head_dim; col += 32) out[col] = from_float<T>(0.0f);
     if (lane == 0) p.lse[row] = kNegInf;

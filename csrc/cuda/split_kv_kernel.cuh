@@ -309,13 +309,19 @@ __global__ void __launch_bounds__(kSplitKvThreads, 3) split_kv_kernel(const Spli
     for (int r = warp; r < rows; r += Cfg::kThreads / 32) {
       float* row_scores = scores + r * kKeyTile;
       float tile_max = kNegInf;
-      for (int k = lane; k < kKeyTile; k += 32) tile_max = fmaxf(tile_max, row_scores[k]);
+      bool bad = false;
+      for (int k = lane; k < kKeyTile; k += 32) {
+        tile_max = fmaxf(tile_max, row_scores[k]);  // fmaxf drops NaN: `bad` keeps it
+        bad |= poisons(row_scores[k]);
+      }
       tile_max = warp_max(tile_max);
       const float old_max = row_max[r];
+      // A NaN or +inf logit of a visible key poisons the row for good (row max NaN).
+      const bool poisoned = __any_sync(0xffffffffu, bad) || isnan(old_max);
       const float new_max = fmaxf(old_max, tile_max);
       float sum = 0.0f;
       float rescale = 1.0f;
-      if (new_max == kNegInf) {  // nothing visible yet: contribute nothing
+      if (poisoned || new_max == kNegInf) {  // poisoned, or nothing visible yet: contribute nothing
         for (int k = lane; k < kKeyTile; k += 32) row_scores[k] = 0.0f;
       } else {
         for (int k = lane; k < kKeyTile; k += 32) {
@@ -329,7 +335,10 @@ __global__ void __launch_bounds__(kSplitKvThreads, 3) split_kv_kernel(const Spli
       __syncwarp();
       if (lane == 0) {
         row_rescale[r] = rescale;
-        if (new_max != kNegInf) {
+        if (poisoned) {
+          row_max[r] = kNaN;
+          row_sum[r] = kNaN;
+        } else if (new_max != kNegInf) {
           row_sum[r] = row_sum[r] * rescale + sum;
           row_max[r] = new_max;
         }
@@ -377,8 +386,8 @@ __global__ void __launch_bounds__(kSplitKvThreads, 3) split_kv_kernel(const Spli
       const int r = slot + a * Cfg::kRowSlots;
       if (r < rows) {
         const float sum = row_sum[r];
-        // A query that sees no key: zeros, never NaN.
-        const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+        // A query that sees no key: zeros, never NaN; a poisoned row (sum NaN): NaN.
+        const float inverse = isnan(sum) ? kNaN : (sum > 0.0f ? 1.0f / sum : 0.0f);
         T* out_row = out + row_out[r] * p.head_dim;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -389,7 +398,7 @@ __global__ void __launch_bounds__(kSplitKvThreads, 3) split_kv_kernel(const Spli
     }
     if (tid < rows) {
       const float sum = row_sum[tid];
-      p.lse[row_out[tid]] = sum > 0.0f ? row_max[tid] + logf(sum) : kNegInf;
+      p.lse[row_out[tid]] = isnan(sum) ? kNaN : (sum > 0.0f ? row_max[tid] + logf(sum) : kNegInf);
     }
   } else {
 #pragma unroll
