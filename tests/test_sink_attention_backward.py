@@ -7,6 +7,7 @@ from op_support import CUDA_MARKS, make_inputs, padding_mask
 from test_sink_attention import SHAPES
 
 from zerotuning import sink_attention, sink_attention_reference
+from zerotuning.reference import first_visible_keys, key_positions_visible, mask_visible_and_bias
 
 BACKWARD_OP = torch.ops.zerotuning.sink_attention_backward.default
 
@@ -164,6 +165,84 @@ def test_key_chunks_across_threads(threads, shape):
         assert_gradients_match_reference(q, k, v, log_gamma, is_causal=True, sliding_window=150)
     finally:
         torch.set_num_threads(previous)
+
+
+# ---- non-finite inputs ---------------------------------------------------------------------------
+
+
+def gradients_keeping_nan(fn, inputs, grad_out, grad_lse, **kwargs):
+    """Gradients of <out, grad_out> + <lse, grad_lse>, leaving out only rows whose lse is -inf
+    (they see no key); NaN rows stay in, so their NaN must reach the gradients."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out, lse = fn(*leaves, **kwargs)
+    lse = lse.masked_fill(lse == float("-inf"), 0.0)
+    loss = (out * grad_out.to(out.dtype)).sum() + (lse * grad_lse.to(lse.dtype)).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+
+
+NON_FINITE_BACKWARD_CASES = {
+    "nan-q-row": lambda q, k, v, m: q[1, 2, 7].fill_(float("nan")),
+    "inf-q-entry": lambda q, k, v, m: q[0, 1, 20, 3].fill_(float("inf")),
+    "nan-sink-k": lambda q, k, v, m: k[0, 1, 4, 5].fill_(float("nan")),
+    "nan-middle-k": lambda q, k, v, m: k[1, 0, 140, 2].fill_(float("nan")),
+    "nan-middle-v": lambda q, k, v, m: v[1, 1, 31, 4].fill_(float("nan")),
+    "nan-mask": lambda q, k, v, m: m[0, 0, 25, 10].fill_(float("nan")),
+    "inf-mask": lambda q, k, v, m: m[1, 0, 3, 1].fill_(float("inf")),
+}
+
+
+def reached_by_bad_rows(q, k, log_gamma, out, mask, is_causal):
+    """Which gradient entries a row with a NaN output reaches: its dq row, dk/dv of the keys it
+    sees with a logit above -inf, dlog_gamma of its head when it sees its sink. Returns boolean
+    masks shaped like the gradients of q, k, v, log_gamma (default scale, no softcap)."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    mask_visible, additive = mask_visible_and_bias(mask, (b, hq, lq, lk), q.device, torch.float64)
+    visible = mask_visible & key_positions_visible(lq, lk, is_causal, None, q.device)
+    kf = k.double().repeat_interleave(hq // hkv, dim=1)
+    logits = q.double() @ kf.transpose(-1, -2) / d**0.5 + additive
+    bad = torch.isnan(out).any(dim=-1)  # [B, Hq, Lq]
+    weighs = visible & (logits != float("-inf")) & bad[..., None]
+    seen = weighs.any(dim=2).view(b, hkv, hq // hkv, lk).any(dim=2)  # [B, Hkv, Lk]
+    sinks = first_visible_keys(mask_visible)
+    sees_sink = torch.stack([visible[i, :, :, sinks[i]] & bad[i] for i in range(b)]).any(dim=2).any(dim=0)
+    keys = seen[..., None].expand(k.shape)
+    return bad[..., None].expand(q.shape), keys, keys, sees_sink
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("case", NON_FINITE_BACKWARD_CASES)
+def test_non_finite_inputs_give_nan_gradients_where_autograd_through_the_reference_does(case, causal):
+    """Everything a row with a NaN output reaches (docs/operator.md section 5) has a NaN gradient
+    exactly where autograd through the reference has one, never a zero. Elsewhere the
+    reference's dense matmuls also spread 0 * NaN to keys and rows no bad row sees; that part is
+    not specified, but the op must not invent a NaN there and must agree wherever both are finite."""
+    q, k, v, log_gamma = make_inputs(2, 4, 2, 40, 150, 16, seed=3)  # two key blocks, GQA
+    mask = torch.zeros(2, 1, 40, 150)
+    mask[0, :, :, :4] = torch.finfo(torch.float32).min  # row 0 is left-padded: its sink is key 4
+    NON_FINITE_BACKWARD_CASES[case](q, k, v, mask)
+    grad_out, grad_lse = random_cotangents(q, seed=1)
+    options = dict(attn_mask=mask, is_causal=causal)
+    got = gradients_keeping_nan(
+        lambda *t, **kw: sink_attention(*t, return_lse=True, **kw), (q, k, v, log_gamma), grad_out, grad_lse, **options
+    )
+    want = gradients_keeping_nan(
+        sink_attention_reference, [t.double() for t in (q, k, v, log_gamma)], grad_out, grad_lse, **options
+    )
+    ref_out, _ = sink_attention_reference(q, k, v, log_gamma, **options)
+    reached = reached_by_bad_rows(q, k, log_gamma, ref_out, mask, causal)
+    assert reached[0].any(), "the case must give some row a NaN output"
+    for name, g, w, zone in zip(("q", "k", "v", "log_gamma"), got, want, reached):
+        g_nan, w_nan = torch.isnan(g), torch.isnan(w)
+        assert torch.equal(g_nan[zone], w_nan[zone]), f"d{name}: NaN pattern differs where a bad row reaches"
+        assert not (g_nan & ~w_nan).any(), f"d{name}: NaN where the reference has none"
+        both = ~g_nan & ~w_nan
+        assert torch.isfinite(g[both]).all(), f"d{name}: infinite gradient"
+        if both.any():
+            err = (g[both].double() - w[both]).abs().max().item()
+            assert err <= 2e-5 * max(w[both].abs().max().item(), 1.0), f"d{name}: error {err:.3g}"
+    assert torch.isnan(got[0][reached[0]]).all(), "a bad row's dq must be NaN"
 
 
 def test_log_gamma_gradient_is_the_stated_formula():

@@ -104,11 +104,12 @@ def sink_attention_reference(
 
     scores = scores.masked_fill(~visible, -math.inf)
     # Non-finite logits of visible keys: NaN or +inf poisons the query's row, -inf weighs 0.
+    # A poisoned row keeps its NaN/+inf logits, so autograd gives NaN gradients to what the row
+    # sees (and 0 to hidden keys); torch.where sets the values without cutting the gradient.
     poisoned = (torch.isnan(scores) | (scores == math.inf)).any(dim=-1)
-    weighted = scores > -math.inf  # False for hidden keys, -inf logits and NaN
-    scores = scores.masked_fill(~weighted, -math.inf)
+    empty = ~((scores > -math.inf).any(dim=-1) | poisoned)  # sees no key, or only -inf logits
     lse = torch.logsumexp(scores, dim=-1)
-    any_weighted = weighted.any(dim=-1)
-    probs = torch.exp(scores - lse[..., None]).masked_fill(~any_weighted[..., None], 0.0)
+    lse = torch.where(poisoned, lse + math.nan, lse)  # +inf rows too: every weight becomes NaN
+    probs = torch.exp(scores - lse[..., None]).masked_fill(empty[..., None], 0.0)
     out = torch.matmul(probs, vf)
-    return out.masked_fill(poisoned[..., None], math.nan), lse.masked_fill(poisoned, math.nan)
+    return torch.where(poisoned[..., None], out + math.nan, out), lse

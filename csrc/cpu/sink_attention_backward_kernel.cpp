@@ -112,6 +112,9 @@ std::vector<float> row_deltas(const SinkAttentionBackwardParams& bp) {
 
 // P := exp(z - lse) and dP := dZ * softcap slope, where dZ = P * (dP - delta). Returns dZ at
 // column `sink_col` (0 when it is outside the block). A row with lse = -inf saw no key: zeros.
+// A poisoned row (lse NaN) or a NaN delta (a NaN in O or dO) gives NaN to every key with a
+// logit above -inf and 0 to the others, as autograd through zerotuning/reference.py does:
+// exp(-inf - NaN) would otherwise spread NaN to keys the row cannot see.
 inline float probabilities_and_logit_grads(float* probs, float* grad_probs, const float* slope,
                                            int64_t n, float lse, float delta, int64_t sink_col) {
   if (lse == kNegInf) {
@@ -119,8 +122,15 @@ inline float probabilities_and_logit_grads(float* probs, float* grad_probs, cons
     std::fill_n(grad_probs, n, 0.0f);
     return 0.0f;
   }
-  const Vec vl(lse), vd(delta);
   int64_t j = 0;
+  if (std::isnan(lse) || std::isnan(delta)) {
+    for (; j < n; ++j) {
+      const bool weighs = probs[j] > kNegInf || std::isnan(probs[j]);
+      probs[j] = weighs ? std::exp(probs[j] - lse) : 0.0f;
+      grad_probs[j] = weighs ? probs[j] * (grad_probs[j] - delta) : 0.0f;
+    }
+  }
+  const Vec vl(lse), vd(delta);
   for (; j + Vec::size() <= n; j += Vec::size()) {
     const Vec pr = (Vec::loadu(probs + j) - vl).exp_u20();
     pr.store(probs + j);
