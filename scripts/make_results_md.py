@@ -66,7 +66,9 @@ def search_of(run: dict) -> str:
 
 
 def scoring_of(run: dict) -> str:
-    return run["results"]["settings"].get("answer_forms", "first_token")
+    """How answers were scored: the resolved mode where recorded (``auto`` resolves per task), else the setting."""
+    scoring = run["results"]["task"].get("answer_scoring") or {}
+    return scoring.get("mode") or run["results"]["settings"].get("answer_forms", "first_token")
 
 
 def calibration_of(run: dict) -> str:
@@ -300,7 +302,7 @@ def budgeted_settings_lines(runs: list[dict]) -> list[str]:
         "minus the out-of-fold calibrated answer entropy. The selected method is tuned + label bias (the bias refitted on "
         "the whole calibration split of the tuned model), compared on test with label bias alone (the same fit on the "
         "untouched model) and with the untouched model.",
-        f"- Answers scored by the mass of their surface forms (`{s.get('answer_forms')}`: with/without the leading space, "
+        f"- Answers scored by the mass of their surface forms (`{scoring_of(runs[0])}`: with/without the leading space, "
         "lower-case/capitalised; option letters as given). This changes the untouched model's accuracy against the earlier "
         "first-token runs below.",
         f"- Shots {s['shots']}, seeds {s['seeds']}, batch size {s['batch_size']}, {s['bootstrap_resamples']} bootstrap "

@@ -120,7 +120,7 @@ def test_budgeted_default_stays_within_its_budget_and_reports_the_optimism(works
     methods = results["test"]["methods"]
     assert selection["test_gain"] == pytest.approx(methods["tuned+label_bias"]["accuracy"]["estimate"] - methods["baseline+label_bias"]["accuracy"]["estimate"])
     assert "tuned+label_bias vs baseline" in results["test"]["comparisons"]
-    assert results["settings"]["answer_forms"] == "surface" and results["task"]["answer_scoring"]["mode"] == "surface"
+    assert results["settings"]["answer_forms"] == "auto" and results["task"]["answer_scoring"]["mode"] == "surface"
     assert results["settings"]["objective"]["calibration"] == "label_bias"
 
 

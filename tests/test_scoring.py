@@ -47,9 +47,10 @@ def test_answer_tokens_take_the_first_token_after_the_cue_and_refuse_ambiguity()
     assert tokens.token_counts == (1, 2, 1)
     assert tokens.parse("  MAY") == 1 and tokens.parse("No") == 2 and tokens.parse("perhaps") == -1 and tokens.parse(" ") == -1
     with pytest.raises(ValueError, match="'very good' and 'very bad' both start with the token ' ver'"):
-        answer_tokens(tokenizer, ("very good", "very bad"))
+        answer_tokens(tokenizer, ("very good", "very bad"), forms="surface")
     with pytest.raises(ValueError, match="both start with the token"):
-        answer_tokens(tokenizer, ("Yes", "yes"))  # distinct ids, but a parsed greedy answer could not tell them apart
+        answer_tokens(tokenizer, ("Yes", "yes"), forms="first_token")  # distinct ids, but a parsed greedy answer could not tell them apart
+    assert answer_tokens(tokenizer, ("very good", "very bad")).mode == "full_sequence"  # auto scores them whole
 
 
 def test_length_sorted_batches_and_left_padding():

@@ -208,9 +208,12 @@ def _add_run_options(parser: argparse.ArgumentParser, recorded_defaults: bool = 
     group.add_argument(
         "--answer-forms",
         choices=ANSWER_FORMS,
-        default=None if recorded_defaults else "surface",
+        default=None if recorded_defaults else "auto",
         help="surface: an answer's probability is the mass of the first tokens of its surface forms (with/without the "
-        "leading space, lower-case/capitalised words); first_token: its canonical first token only" + (recorded or "; default: surface"),
+        "leading space, lower-case/capitalised words); first_token: its canonical first token only; full_sequence: the "
+        "teacher-forced likelihood of its surface forms' whole token sequences (one extra prompt row per distinct "
+        "continuation, for multi-token answers); auto: surface, or full_sequence where answers share their first token"
+        + (recorded or "; default: auto"),
     )
 
 
@@ -325,6 +328,7 @@ def _tune(args: argparse.Namespace) -> int:
     if generation:
         print(format_generation_table(results["test"]))
     else:
+        print(_scoring_text(results))
         print(format_table(results["test"]))
         tuning_cost, selection = results["cost"]["tuning"], results["selection"]
         print(
@@ -332,9 +336,11 @@ def _tune(args: argparse.Namespace) -> int:
             f"test gain {selection['test_gain']:+.3f}, optimism {selection['optimism']:+.3f}"
         )
         print(
-            f"tuning cost: {tuning_cost['example_equivalent_passes']:.2f} passes over the calibration split "
+            f"tuning cost: {tuning_cost['split_passes']:.2f} passes over the calibration split "
             f"({tuning_cost['fraction_of_published']:.2f} of the published protocol's {tuning_cost['published_protocol_passes']}), "
             f"{tuning_cost['seconds']:.1f} s"
+            + (f"; whole-answer scoring: {tuning_cost['rows_per_example']} prompt rows per example, "
+               f"{tuning_cost['example_equivalent_passes']:.2f} example-equivalents" if tuning_cost["rows_per_example"] > 1 else "")
         )
     print(f"cost: {results['cost']['total']['forward_passes']} forward passes, {results['cost']['total']['seconds']:.1f} s")
     print(f"wrote {args.out}")
@@ -377,6 +383,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluate = run_generation_evaluation if generation else run_evaluation
     results = evaluate(model, tokenizer, task, profile, settings, run_record.describe_model(model))
     print(f"profile {args.profile}: {recorded.describe()}")
+    if not generation:
+        print(_scoring_text(results))
     print(format_generation_table(results["test"]) if generation else format_table(results["test"]))
     if collateral is not None:
         also = run_generation_evaluation(model, tokenizer, collateral, profile, collateral_settings, run_record.describe_model(model))
@@ -529,6 +537,11 @@ def _task_request(args: argparse.Namespace) -> TaskRequest:
 
 def _load_model(args: argparse.Namespace):
     return load_model(args.model, dtype=DTYPES[args.dtype], device=args.device)
+
+
+def _scoring_text(results: dict) -> str:
+    scoring = results["task"]["answer_scoring"]
+    return f"answers scored by: {scoring['mode']} ({scoring['reason']})"
 
 
 def _heads_text(heads) -> str:

@@ -88,6 +88,7 @@ def _tuning_section(record: dict) -> str:
         ("shots", str(record.get("shots", "?"))),
         ("seed", str(record.get("seed", "?"))),
         ("objective", str(objective)),
+        ("answer scoring", _scoring_text(record.get("answer_scoring"), settings)),
         ("selected", f"{'' if record.get('level') == 'budgeted' else 'level '}{record.get('level', '?')}, gamma {record.get('gamma', '?')} on "
          + ("every head of the tunable layers" if heads is None else f"{len(heads)} heads")),
     ]
@@ -99,6 +100,13 @@ def _tuning_section(record: dict) -> str:
     if tuning:
         text += f"\nSearch settings: `{json.dumps(tuning, sort_keys=True)}`\n"
     return text
+
+
+def _scoring_text(scoring: dict | None, settings: dict) -> str:
+    """The resolved answer scoring (runs before it was recorded: the requested one, if any)."""
+    if scoring:
+        return f"{scoring['mode']} ({scoring['reason']})" if scoring.get("reason") else str(scoring["mode"])
+    return str(settings.get("answer_forms", "?"))
 
 
 def _held_out_section(held_out: Any) -> str:

@@ -5,7 +5,9 @@ from .cost import CostLedger, StageCost
 from .encoding import ScoringSet, left_padded, length_sorted_batches
 from .prepared_task import PreparedTask, prepare_task
 from .records import ScoredSplit
-from .scorer import Scorer
+from .scorer import Scorer, make_scorer
+from .sequence_scorer import SequenceScorer
+from .sequences import SequencePlan
 
 __all__ = [
     "AnswerTokens",
@@ -13,10 +15,13 @@ __all__ = [
     "PreparedTask",
     "ScoredSplit",
     "Scorer",
+    "SequencePlan",
+    "SequenceScorer",
     "ScoringSet",
     "StageCost",
     "answer_tokens",
     "left_padded",
     "length_sorted_batches",
+    "make_scorer",
     "prepare_task",
 ]

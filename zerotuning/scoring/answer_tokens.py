@@ -5,13 +5,16 @@ word or option letter) can be written in several *surface forms*: with or withou
 space, and, for a word, lower-case, capitalised or as given. Each form is tokenised after the cue
 (``"Answer: <form>"`` / ``"Answer:<form>"``, minus the cue's tokens, so spaces are tokenised as in
 context) and its first token kept; an answer's probability is the total probability of its forms'
-distinct first tokens (``ANSWER_FORMS = "surface"``). ``"first_token"`` keeps only the canonical
-form (``" <answer>"`` as given), the scorer before surface forms.
+distinct first tokens (``"surface"``). ``"first_token"`` keeps only the canonical form
+(``" <answer>"`` as given), the scorer before surface forms.
 
 A multi-token answer is thus scored by its first tokens: exact for the prediction among answers as
-long as no first token is shared between answers. A shared canonical first token (``very good`` /
-``very bad``) is refused with a clear error (full-sequence likelihood scoring is not implemented);
-a non-canonical form whose first token another answer's form also starts with is dropped from both (recorded).
+long as no first token is shared between answers; a non-canonical form whose first token another
+answer's form also starts with is dropped from both (recorded). When two answers' canonical first
+tokens are the same (``new york`` / ``new delhi``), ``"full_sequence"`` scores each answer by the
+teacher-forced likelihood of its whole forms (``zerotuning.scoring.sequences``); ``"auto"`` (the
+default) is ``"surface"`` unless canonical first tokens are shared, then ``"full_sequence"``.
+``"surface"`` and ``"first_token"`` refuse shared canonical first tokens with a clear error.
 """
 
 from __future__ import annotations
@@ -20,12 +23,18 @@ from dataclasses import dataclass
 
 from ..tasks.prompts import ANSWER_CUE
 
-ANSWER_FORMS = ("surface", "first_token")
+AUTO, SURFACE, FIRST_TOKEN, FULL_SEQUENCE = "auto", "surface", "first_token", "full_sequence"
+ANSWER_FORMS = (AUTO, SURFACE, FIRST_TOKEN, FULL_SEQUENCE)
 
 
 @dataclass(frozen=True)
 class AnswerTokens:
-    """Per answer: the canonical token (``token_ids``), every scored first token (``forms``) and their text."""
+    """Per answer: the canonical token (``token_ids``), every scored first token (``forms``) and their text.
+
+    In ``"full_sequence"`` mode ``sequences`` holds each answer's scored forms as whole token
+    sequences (canonical first) and ``form_texts`` their text; ``forms`` their distinct first tokens.
+    ``requested`` is the mode asked for (``"auto"`` resolves to ``mode``, for the reason given).
+    """
 
     answers: tuple[str, ...]
     token_ids: tuple[int, ...]
@@ -33,13 +42,18 @@ class AnswerTokens:
     token_counts: tuple[int, ...]
     forms: tuple[tuple[int, ...], ...] = ()
     form_texts: tuple[tuple[str, ...], ...] = ()
-    mode: str = "first_token"
+    mode: str = FIRST_TOKEN
     dropped_forms: tuple[str, ...] = ()
+    sequences: tuple[tuple[tuple[int, ...], ...], ...] = ()
+    requested: str = ""
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if not self.forms:  # canonical tokens only
             object.__setattr__(self, "forms", tuple((token,) for token in self.token_ids))
             object.__setattr__(self, "form_texts", tuple((text,) for text in self.token_texts))
+        if not self.requested:
+            object.__setattr__(self, "requested", self.mode)
 
     def parse(self, generated_text: str) -> int:
         """The answer a greedily generated token names (any of its forms; case and surrounding space ignored), or -1."""
@@ -52,31 +66,29 @@ class AnswerTokens:
         return -1
 
     def to_json(self) -> list[dict]:
-        return [
-            {
-                "answer": answer,
-                "token_id": token_id,
-                "token_text": text,
-                "answer_token_count": count,
-                "form_token_ids": list(form_ids),
-                "form_token_texts": list(form_texts),
-            }
-            for answer, token_id, text, count, form_ids, form_texts in zip(
-                self.answers, self.token_ids, self.token_texts, self.token_counts, self.forms, self.form_texts
-            )
-        ]
+        rows = []
+        for index, (answer, token_id, text, count) in enumerate(zip(self.answers, self.token_ids, self.token_texts, self.token_counts)):
+            row = {"answer": answer, "token_id": token_id, "token_text": text, "answer_token_count": count}
+            if self.mode == FULL_SEQUENCE:
+                row["form_sequences"] = [list(ids) for ids in self.sequences[index]]
+                row["form_texts"] = list(self.form_texts[index])
+            else:
+                row["form_token_ids"] = list(self.forms[index])
+                row["form_token_texts"] = list(self.form_texts[index])
+            rows.append(row)
+        return rows
 
     def describe(self) -> dict:
         """How answers are scored, for the results file."""
-        return {"mode": self.mode, "dropped_forms": list(self.dropped_forms)}
+        return {"mode": self.mode, "requested": self.requested, "reason": self.reason, "dropped_forms": list(self.dropped_forms)}
 
 
-def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, forms: str = "surface") -> AnswerTokens:
-    """Find each answer's scored first tokens; raise if two answers would be indistinguishable."""
+def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, forms: str = AUTO) -> AnswerTokens:
+    """Find each answer's scored tokens; raise if two answers would be indistinguishable."""
     if forms not in ANSWER_FORMS:
         raise ValueError(f"forms: got {forms!r}, expected one of {ANSWER_FORMS}")
     cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
-    token_ids, token_texts, token_counts = [], [], []
+    canonical = []
     for answer in answers:
         full_ids = _after_cue(tokenizer, cue, cue_ids, f" {answer}")
         if full_ids is None:
@@ -84,13 +96,24 @@ def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, fo
                 f"answer {answer!r}: the tokenizer merges it into the cue {cue!r}, "
                 "so it has no token of its own at the answer position"
             )
-        token_ids.append(full_ids[0])
-        token_texts.append(tokenizer.decode([token_ids[-1]]))
-        token_counts.append(len(full_ids))
-    _check_distinguishable(answers, token_ids, token_texts)
-    if forms == "first_token":
+        canonical.append(tuple(full_ids))
+    token_ids = [ids[0] for ids in canonical]
+    token_texts = [tokenizer.decode([token]) for token in token_ids]
+    token_counts = [len(ids) for ids in canonical]
+    clash = _first_token_clash(answers, token_ids, token_texts)
+    if forms == FULL_SEQUENCE or (forms == AUTO and clash):
+        from .sequences import full_sequence_answer_tokens  # one module per scoring idea; it builds on this one
+
+        reason = "asked for" if forms == FULL_SEQUENCE else f"auto: {clash}"
+        return full_sequence_answer_tokens(tokenizer, cue, cue_ids, tuple(answers), tuple(canonical), requested=forms, reason=reason)
+    if clash:
+        raise ValueError(
+            f"{clash}, so one forward pass cannot tell them apart; score whole answers with --answer-forms "
+            f"{FULL_SEQUENCE} (what the default {AUTO} does) or choose label words whose first tokens differ"
+        )
+    if forms == FIRST_TOKEN:
         return AnswerTokens(tuple(answers), tuple(token_ids), tuple(token_texts), tuple(token_counts))
-    candidates = [_form_tokens(tokenizer, cue, cue_ids, answer, canonical) for answer, canonical in zip(answers, token_ids)]
+    candidates = [_form_tokens(tokenizer, cue, cue_ids, answer, token) for answer, token in zip(answers, token_ids)]
     kept, dropped = _drop_shared_forms(tokenizer, answers, candidates, token_ids)
     return AnswerTokens(
         tuple(answers),
@@ -99,8 +122,10 @@ def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, fo
         tuple(token_counts),
         forms=tuple(tuple(ids) for ids in kept),
         form_texts=tuple(tuple(tokenizer.decode([i]) for i in ids) for ids in kept),
-        mode="surface",
+        mode=SURFACE,
         dropped_forms=tuple(dropped),
+        requested=forms,
+        reason="asked for" if forms == SURFACE else "auto: the answers' first tokens differ",
     )
 
 
@@ -143,18 +168,13 @@ def _drop_shared_forms(tokenizer, answers, candidates: list[list[int]], canonica
     return kept, dropped
 
 
-def _check_distinguishable(answers, token_ids: list[int], token_texts: list[str]) -> None:
+def _first_token_clash(answers, token_ids: list[int], token_texts: list[str]) -> str:
+    """Why the canonical first tokens cannot tell the answers apart ("" if they can)."""
     keys = [text.strip().casefold() for text in token_texts]
     for first in range(len(answers)):
         if not keys[first]:
-            raise ValueError(
-                f"answer {answers[first]!r} starts with a whitespace-only token {token_texts[first]!r}: "
-                "it cannot be told apart from other answers at the answer position; choose other label words"
-            )
+            return f"answer {answers[first]!r} starts with a whitespace-only token {token_texts[first]!r}"
         for second in range(first):
             if token_ids[first] == token_ids[second] or keys[first] == keys[second]:
-                raise ValueError(
-                    f"answers {answers[second]!r} and {answers[first]!r} both start with the token "
-                    f"{token_texts[first]!r}, so one forward pass cannot tell them apart; choose label words "
-                    "whose first tokens differ (e.g. --labels with other words)"
-                )
+                return f"answers {answers[second]!r} and {answers[first]!r} both start with the token {token_texts[first]!r}"
+    return ""

@@ -46,11 +46,12 @@ class PreparedTask:
         }
 
 
-def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0, answer_forms: str = "surface") -> PreparedTask:
+def prepare_task(task: Task, tokenizer, *, shots: int = 0, seed: int = 0, answer_forms: str = "auto") -> PreparedTask:
     """Draw ``shots`` demonstrations with ``seed`` and tokenise the calibration and test splits once.
 
     ``answer_forms``: ``"surface"`` scores each answer by all its surface forms' first tokens,
-    ``"first_token"`` by its canonical first token only (``zerotuning.scoring.answer_tokens``).
+    ``"first_token"`` by its canonical first token only, ``"full_sequence"`` by its forms' whole
+    token sequences, ``"auto"`` as ``"surface"`` unless first tokens are shared (``zerotuning.scoring.answer_tokens``).
     """
     if task.spec.kind == GENERATION:
         raise ValueError(f"task {task.spec.name!r} is a generation task: score it with zerotuning.generation, not the answer-token scorer")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .answer_tokens import AnswerTokens
+from .answer_tokens import FULL_SEQUENCE, AnswerTokens
 from .cost import CostLedger
 from .encoding import ScoringSet, left_padded, length_sorted_batches
 from .records import ScoredSplit
@@ -19,17 +19,18 @@ class Scorer:
     position ids that count real tokens only, so a padded row gets the same logits as alone.
     """
 
+    rows_per_example = 1  # forward rows (prompt-length passes) per example scored
+
     def __init__(self, model, tokenizer, answer_tokens: AnswerTokens, *, batch_size: int, ledger: CostLedger) -> None:
-        if model.training:
-            raise ValueError("model: it is in training mode (dropout on); call model.eval() before scoring")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
+        check_scoring_model(model, batch_size)
+        if answer_tokens.mode == FULL_SEQUENCE:
+            raise ValueError("answer_tokens: full_sequence mode scores whole answers; use make_scorer (a SequenceScorer)")
         self.model = model
         self.tokenizer = tokenizer
         self.answer_tokens = answer_tokens
         self.batch_size = batch_size
         self.ledger = ledger
-        self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._pad_id = pad_id_of(tokenizer)
         # [C, F] first-token ids of each answer's surface forms, padded by repeating the canonical one
         # (a repeat would count twice, so padding is masked out of the log-sum-exp).
         width = max(len(forms) for forms in answer_tokens.forms)
@@ -66,17 +67,7 @@ class Scorer:
         )
 
     def _forward(self, token_lists: list[tuple[int, ...]], device: torch.device) -> dict[str, np.ndarray]:
-        input_ids, attention_mask = left_padded(token_lists, self._pad_id)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        output = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device),
-            use_cache=False,
-            logits_to_keep=1,
-        )
-        logits = output.logits[:, -1, :].float()
-        self.ledger.record_forward(len(token_lists), int(attention_mask.sum()), attention_mask.numel())
+        logits = last_logits(self.model, token_lists, self._pad_id, 1, self.ledger, device)[:, -1, :]
         probs = torch.softmax(logits, dim=-1)
         return {
             "answer_logits": self._answer_logits(logits).cpu().numpy(),
@@ -96,3 +87,38 @@ class Scorer:
             self._parsed[token] = self.answer_tokens.parse(self.tokenizer.decode([token]))
         parsed = np.array([self._parsed[token] for token in greedy.tolist()], dtype=np.int64)
         return np.where(parsed < choice_counts, parsed, -1)
+
+
+def make_scorer(model, tokenizer, answer_tokens: AnswerTokens, *, batch_size: int, ledger: CostLedger):
+    """The scorer for ``answer_tokens``' mode: whole answers (``SequenceScorer``) or the answer position only (``Scorer``)."""
+    if answer_tokens.mode == FULL_SEQUENCE:
+        from .sequence_scorer import SequenceScorer
+
+        return SequenceScorer(model, tokenizer, answer_tokens, batch_size=batch_size, ledger=ledger)
+    return Scorer(model, tokenizer, answer_tokens, batch_size=batch_size, ledger=ledger)
+
+
+def check_scoring_model(model, batch_size: int) -> None:
+    if model.training:
+        raise ValueError("model: it is in training mode (dropout on); call model.eval() before scoring")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
+
+
+def pad_id_of(tokenizer) -> int:
+    return next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+
+
+def last_logits(model, token_lists: list[tuple[int, ...]], pad_id: int, keep: int, ledger: CostLedger, device: torch.device) -> torch.Tensor:
+    """[B, keep, V] float32 logits at the last ``keep`` positions of the left-padded rows (one forward pass, recorded)."""
+    input_ids, attention_mask = left_padded(token_lists, pad_id)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=position_ids.to(device),
+        use_cache=False,
+        logits_to_keep=keep,
+    )
+    ledger.record_forward(len(token_lists), int(attention_mask.sum()), attention_mask.numel())
+    return output.logits[:, -keep:, :].float()

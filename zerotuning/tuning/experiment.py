@@ -12,7 +12,7 @@ from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.prepared_task import PreparedTask, prepare_task
 from ..scoring.records import ScoredSplit
-from ..scoring.scorer import Scorer
+from ..scoring.scorer import make_scorer
 from ..tasks.task import Task
 from .candidates import CandidateSpace
 from .head_probing import HeadProbes, probe_heads
@@ -35,7 +35,7 @@ class RunSettings:
     entropy_over: str = "answers"
     tuning: TuningConfig = field(default_factory=TuningConfig)
     resamples: int = 10_000
-    answer_forms: str = "surface"
+    answer_forms: str = "auto"
     calibration: str = "label_bias"
     folds: int = DEFAULT_FOLDS
 
@@ -65,7 +65,8 @@ class Session:
         with self.ledger.stage("tokenisation"):
             self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed, answer_forms=settings.answer_forms)
         self.space = CandidateSpace.for_model(model, settings.layers)
-        scorer = Scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
+        scorer = make_scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
+        self.rows_per_example = scorer.rows_per_example
         self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
         self.score_subset = {name: apply_and_score_subset(model, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
         self.objective = settings.make_objective()
@@ -163,19 +164,28 @@ def selection_optimism(objective: Objective, baseline: ScoredSplit, selected: Sc
 
 
 def tuning_cost(session: Session, result: TuningResult) -> dict:
-    """The tuning's cost on the calibration split (baseline included) in example-equivalents, against the published protocol."""
+    """The tuning's cost on the calibration split (baseline included) in example-equivalents, against the published protocol.
+
+    An example-equivalent is one prompt-length forward row. Whole-answer scoring spends
+    ``rows_per_example`` rows per example scored, so one pass over the split costs that many
+    example-equivalents; the published protocol's passes are counted with the same scoring, so
+    ``fraction_of_published`` compares passes (``split_passes``), the same as comparing example-equivalents.
+    """
     stages = session.ledger.to_json()["stages"]
     names = ["baseline.calibration", *(level.name for level in result.levels.values())]
     examples = sum(stages[name]["examples_scored"] for name in names if name in stages)
     count = len(session.prepared.sets["calibration"].example_ids)
     published = published_protocol_passes(session.space.num_heads)
+    rows = session.rows_per_example
     return {
         "stages": names,
         "examples_scored": examples,
         "calibration_examples": count,
+        "rows_per_example": rows,
         "example_equivalent_passes": examples / count,
+        "split_passes": examples / count / rows,
         "published_protocol_passes": published,
-        "fraction_of_published": examples / count / published,
+        "fraction_of_published": examples / count / rows / published,
         "seconds": sum(stages[name]["seconds"] for name in names if name in stages),
     }
 

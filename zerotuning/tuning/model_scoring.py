@@ -8,10 +8,11 @@ from ..scoring.cost import CostLedger
 from ..scoring.encoding import ScoringSet
 from ..scoring.records import ScoredSplit
 from ..scoring.scorer import Scorer
+from ..scoring.sequence_scorer import SequenceScorer
 from .score_cache import ScoreCache
 
 
-def apply_and_score(model, scorer: Scorer, scoring_set: ScoringSet, ledger: CostLedger) -> ScoreCache:
+def apply_and_score(model, scorer: Scorer | SequenceScorer, scoring_set: ScoringSet, ledger: CostLedger) -> ScoreCache:
     """Score ``scoring_set`` after applying each profile to ``model``, cached by the profile's gammas."""
 
     def score(profile: Profile, description: str) -> ScoredSplit:
@@ -21,7 +22,7 @@ def apply_and_score(model, scorer: Scorer, scoring_set: ScoringSet, ledger: Cost
     return ScoreCache(score, ledger)
 
 
-def apply_and_score_subset(model, scorer: Scorer, scoring_set: ScoringSet):
+def apply_and_score_subset(model, scorer: Scorer | SequenceScorer, scoring_set: ScoringSet):
     """``score(profile, indices, description)``: the examples of ``scoring_set`` at ``indices``, under ``profile`` (not cached)."""
 
     def score(profile: Profile, indices, description: str) -> ScoredSplit:

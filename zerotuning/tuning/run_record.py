@@ -153,6 +153,8 @@ def write_tuning_run(
     results.json and predictions.json."""
     for level_result in tuning.levels.values():
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
+        if "answer_scoring" in results["task"]:  # classification and multiple choice; generation tasks have no answer tokens
+            level_result.profile.metadata[RECORD_KEY]["answer_scoring"] = results["task"]["answer_scoring"]
     record_held_out(tuning.selected.profile, results["test"])
     objective = settings.make_objective()
     results["files"] = {"profile": str(folder.path / "profile.json"), "metric_vs_gamma": str(folder.path / "metric_vs_gamma.png")}
