@@ -467,7 +467,7 @@ def _generation_settings(args: argparse.Namespace, tuning: TuningConfig, recorde
         )
     answer_token_options = {"objective_calibration": "label_bias", "folds": DEFAULT_FOLDS}
     if hasattr(args, "search"):  # tune; evaluate's --answer-forms is filled from the record
-        answer_token_options["answer_forms"] = "surface"
+        answer_token_options["answer_forms"] = "auto"
     for option, default in answer_token_options.items():
         if check and getattr(args, option, default) != default:
             raise ValueError(f"--{option.replace('_', '-')} applies to answer-token tasks only; the task is a generation task")
