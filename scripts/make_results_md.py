@@ -4,7 +4,8 @@
 
 Every results.json under the folder (at any depth) is a run: runs of the budgeted search (the
 default) and runs of the full Levels 0-2 (``--search levels``, and runs made before the option
-existed) get their own tables. Every number in the page comes from those files; the page says how
+existed) get their own tables; generation runs (``generation/``) and collateral-damage
+evaluations (``collateral/``) get their own section (``results_md_generation.py``). Every number in the page comes from those files; the page says how
 they were produced.
 """
 
@@ -15,6 +16,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from results_md_generation import generation_section, is_generation_run
 
 SIGNIFICANCE = 0.05
 # Table order: the default model and the classification task first; unknown names after, by name.
@@ -27,7 +30,9 @@ def load_runs(folder: Path) -> list[dict]:
     runs = []
     for path in sorted(folder.rglob("results.json")):
         with open(path) as f:
-            runs.append(dict(name=path.parent.relative_to(folder).as_posix(), results=json.load(f)))
+            results = json.load(f)
+        if not is_generation_run(results):  # generation runs have their own section (results_md_generation.py)
+            runs.append(dict(name=path.parent.relative_to(folder).as_posix(), results=results))
     if not runs:
         raise SystemExit(f"{folder}: no */results.json found (run scripts/run_results_matrix.py first)")
     return sorted(runs, key=run_order)
@@ -407,6 +412,7 @@ def render(runs: list[dict], folder: Path, page: Path) -> str:
             *settings_lines(levels),
             "",
         ]
+    lines += generation_section(folder, page, runs)
     lines += [
         "## Runs",
         "",
