@@ -138,6 +138,10 @@ def _significant_changes(test: dict) -> list[str]:
     return changes
 
 
+def _contains_change(test: dict) -> str:
+    return _signed_rate(test["tuned_vs_baseline"]["contains"]["difference"])
+
+
 def verdict_lines(runs: list[dict], collateral: list[dict]) -> list[str]:
     lines = []
     if runs:
@@ -150,6 +154,8 @@ def verdict_lines(runs: list[dict], collateral: list[dict]) -> list[str]:
                + "; ".join(f"{run['name']} ({', '.join(changes)})" for run, changes in changed if changes) + "."
                if better else f"no yes/no measure (contains, exact match, pattern, degenerate) changed significantly on test "
                f"(McNemar p < {SIGNIFICANCE}) in any run.")
+            + " Change of `contains` (tuned - untouched, points, 95% interval): "
+            + "; ".join(f"{run['name']} {_contains_change(run['results']['test'])}" for run in runs) + "."
         )
     if collateral:
         changed = [(run, _significant_changes(run["results"]["also_generation"]["test"])) for run in collateral]
@@ -157,9 +163,11 @@ def verdict_lines(runs: list[dict], collateral: list[dict]) -> list[str]:
             "",
             f"Collateral damage ({_count(len(collateral), 'profile')} tuned on classification tasks, judged on generation): "
             + ("; ".join(f"{run['name']}: {', '.join(changes)}" for run, changes in changed if changes) + " (McNemar p < "
-               f"{SIGNIFICANCE}); the others changed no yes/no measure significantly."
+               f"{SIGNIFICANCE}); the others changed no yes/no measure significantly. "
                if any(changes for _, changes in changed) else
-               f"no profile changed a yes/no measure significantly (McNemar p < {SIGNIFICANCE})."),
+               f"no profile changed a yes/no measure significantly (McNemar p < {SIGNIFICANCE}). ")
+            + "Change of `contains` (points): "
+            + "; ".join(f"{run['name']} {_contains_change(run['results']['also_generation']['test'])}" for run in collateral) + ".",
         ]
     return lines
 
@@ -194,7 +202,9 @@ def settings_lines(runs: list[dict], collateral: list[dict]) -> list[str]:
         sizes = sorted({run["results"]["also_generation"]["test"]["examples"] for run in collateral})
         lines.append(
             "- Collateral runs: `zerotuning evaluate --profile docs/results/budgeted/<profile> --also-generation "
-            f"<task> --max-generation-test {', '.join(map(str, sizes))}` (zero-shot on the generation task, the same measures)."
+            f"<task> --max-generation-test {', '.join(map(str, sizes))}` (zero-shot on the generation task, the same measures). "
+            "Their seeded subsample of the test split is drawn without the tuning runs' calibration cap, so it is not the "
+            "same set of examples, and their untouched rates differ from the tuning runs'."
         )
     lines.append(
         "- contains: a reference appears as whole words (case and accents folded); exact match: the whole answer is a "
@@ -233,7 +243,10 @@ def generation_section(folder: Path, page: Path, classification_runs: list[dict]
     runs, collateral = load_generation_runs(folder), load_collateral(folder)
     if not runs and not collateral:
         return []
-    lines = ["## Generation tasks (judge-free measures of short answers)", "", *verdict_lines(runs, collateral), ""]
+    lines = ["## Generation tasks (judge-free measures of short answers)", "",
+             "`contains` is the measure to read first: these small models tend to answer in a sentence (\"The capital of "
+             "Japan is Tokyo.\"), which exact match counts as wrong. The reference log-likelihood scores the bare reference "
+             "right after the prompt, so it also rewards answering tersely.", "", *verdict_lines(runs, collateral), ""]
     if runs:
         lines += ["### Tuned on the generation task (test split)", "", *tuning_table(runs), ""]
     if collateral:
