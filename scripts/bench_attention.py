@@ -8,6 +8,10 @@ the median is reported. Every gamma-carrying peer's output is compared with ours
 
     python scripts/bench_attention.py                       # CPU preset (issue 2 shapes)
     python scripts/bench_attention.py --device cuda --preset gpu --json bench_gpu.json
+    python scripts/bench_attention.py --backward --preset train   # forward + backward
+
+With --backward every implementation runs forward and backward (gradients for q, k, v, and for
+log_gamma where the peer carries it) and the gradients are compared with ours.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ PRESETS = {
         Case("decode-8192", 4, 32, 8, 1, 8192, 128, False),
     ],
     "smoke": [Case("prefill-64", 1, 4, 2, 64, 64, 32, True), Case("decode-128", 1, 4, 2, 1, 128, 32, False)],
+    # Gradient ZeroTuning's calibration passes: a batch of short prompts, and longer sequences.
+    "train": [
+        Case("prefill-128x8", 8, 16, 4, 128, 128, 64, True),
+        Case("prefill-512", 1, 16, 4, 512, 512, 64, True),
+        Case("prefill-2048", 1, 16, 4, 2048, 2048, 64, True),
+    ],
 }
 
 
@@ -109,16 +119,18 @@ def impl_sdpa_bias_mask(case, q, k, v, log_gamma):
 def impl_eager_published(case, q, k, v, log_gamma):
     """The published code's way: repeat K/V, materialise softmax, scale column 0, renormalise."""
     group = case.heads_q // case.heads_kv
-    gamma = log_gamma.exp().to(q.dtype)[None, :, None]
-
     def run():
+        gamma = log_gamma.exp().to(q.dtype)[None, :, None]
         kr = k.repeat_interleave(group, dim=1)
         vr = v.repeat_interleave(group, dim=1)
         scores = torch.matmul(q, kr.transpose(-1, -2)) / math.sqrt(case.head_dim)
         if case.causal:
             scores = scores.masked_fill(~causal_allowed(case, q.device), float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        probs[..., 0] *= gamma
+        if torch.is_grad_enabled():  # autograd needs softmax's output unmodified
+            probs = torch.cat([probs[..., :1] * gamma[..., None], probs[..., 1:]], dim=-1)
+        else:
+            probs[..., 0] *= gamma
         probs = probs / probs.sum(dim=-1, keepdim=True)
         return torch.matmul(probs, vr)
 
@@ -141,6 +153,30 @@ def impl_flex(case, q, k, v, log_gamma):
         )
     compiled = torch.compile(flex_attention, dynamic=False)
     return lambda: compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=True)
+
+
+def with_backward(make, case, q, k, v, log_gamma, seed=1):
+    """Forward + backward of one implementation: a callable returning its gradients (q, k, v and,
+    when the peer carries gamma, log_gamma), from leaves of its own."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v, log_gamma)]
+    forward = make(case, *leaves)
+    gen = torch.Generator().manual_seed(seed)
+    grad_out = torch.randn(q.shape, generator=gen).to(q.dtype).to(q.device)
+
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        forward().backward(grad_out)
+        return [leaf.grad for leaf in leaves]
+
+    return run
+
+
+def gradient_diff(grads, reference):
+    """Largest |difference| over the gradients both have, relative to ours' largest magnitude."""
+    pairs = [(g, r) for g, r in zip(grads, reference) if g is not None and r is not None]
+    worst = max((g.float() - r.float()).abs().max().item() for g, r in pairs)
+    return worst / max(r.float().abs().max().item() for _, r in pairs)
 
 
 # ---- measurement ----------------------------------------------------------------------------------
@@ -184,7 +220,7 @@ def measure_peak_extra_mib(fn, device):
     return max(extra, 0) / 2**20
 
 
-def bench_case(case, dtype, device, repeats, with_flex):
+def bench_case(case, dtype, device, repeats, with_flex, backward=False):
     q, k, v, log_gamma = make_inputs(case, dtype, device)
     impls = {"zerotuning": impl_zerotuning, "sdpa": impl_sdpa}
     if device.type == "cuda":
@@ -196,20 +232,31 @@ def bench_case(case, dtype, device, repeats, with_flex):
             impls[name] = lambda c, *t, _b=backend: impl_sdpa(c, *t, backend=_b)
     impls["sdpa+bias-mask"] = impl_sdpa_bias_mask
     impls["eager-published"] = impl_eager_published
-    if with_flex:
+    if with_flex and not backward:
         impls["flex-score_mod"] = impl_flex
 
+    def runner(make):
+        if backward:
+            return with_backward(make, case, q, k, v, log_gamma)
+        return make(case, q, k, v, log_gamma)
+
+    def difference(out, reference):
+        if backward:
+            return gradient_diff(out, reference)
+        return (out.float() - reference).abs().max().item()
+
     runners, errors = {}, {}
-    with torch.inference_mode():
-        reference = impl_zerotuning(case, q, k, v, log_gamma)().float()
+    with torch.inference_mode(not backward):
+        reference = runner(impl_zerotuning)()
+        reference = reference if backward else reference.float()
         for name, make in impls.items():
             try:
-                fn = make(case, q, k, v, log_gamma)
+                fn = runner(make)
                 out = fn()  # warm-up (and compilation for flex)
                 synchronize(device)
                 runners[name] = fn
                 if name not in ("zerotuning", "sdpa") and not name.startswith("sdpa-"):
-                    errors[name] = (out.float() - reference).abs().max().item()
+                    errors[name] = difference(out, reference)
             except Exception as exc:  # a peer that cannot run this case is reported, not hidden
                 runners[name] = exc
 
@@ -227,7 +274,7 @@ def bench_case(case, dtype, device, repeats, with_flex):
     fastest_sdpa = min(statistics.median(times[n]) for n in sdpa_names)
     rows = []
     for name, fn in runners.items():
-        row = dict(case=case.name, dtype=str(dtype).replace("torch.", ""), impl=name, **case.__dict__)
+        row = dict(case=case.name, dtype=str(dtype).replace("torch.", ""), impl=name, backward=backward, **case.__dict__)
         if callable(fn):
             ms = statistics.median(times[name]) * 1e3
             row.update(ms=ms, ratio_to_fastest_sdpa=ms / (fastest_sdpa * 1e3), peak_extra_mib=memory[name])
@@ -260,6 +307,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15, help="timed repetitions per implementation (default 15)")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile is slow on CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--backward", action="store_true",
+                        help="time forward + backward (no FlexAttention); |diff| is then the largest gradient "
+                             "difference relative to ours' largest gradient")
     parser.add_argument("--json", help="write the table as JSON to this path")
     args = parser.parse_args(argv)
     if args.threads:
@@ -269,14 +319,14 @@ def main(argv=None):
     preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
     info = dict(torch=torch.__version__, device=str(device), threads=torch.get_num_threads(),
-                cpu_isa=zerotuning.cpu_isa(), preset=preset, repeats=args.repeats)
+                cpu_isa=zerotuning.cpu_isa(), preset=preset, repeats=args.repeats, backward=args.backward)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(info))
     rows = []
     for dtype in dtypes:
         for case in PRESETS[preset]:
-            case_rows = bench_case(case, dtype, device, args.repeats, not args.no_flex)
+            case_rows = bench_case(case, dtype, device, args.repeats, not args.no_flex, args.backward)
             print_rows(case_rows)
             rows += case_rows
     if args.json:
