@@ -30,6 +30,9 @@ from . import sinks
 BACKEND_NAME = "zerotuning"
 LOG_GAMMA_BITS = "zerotuning_log_gamma_bits"
 _LOG_GAMMA_VIEW = "zerotuning_log_gamma_view"  # (the buffer, its float32 view), in the module's __dict__
+# A float32 [num_heads] tensor requiring grad that replaces the buffer's log-gammas while set
+# (``zerotuning.hf.differentiable``): a plain attribute, so the look-up is one dict read.
+LOG_GAMMA_LEAF = "zerotuning_log_gamma_leaf"
 
 # The keyword arguments the attention function accepts beyond its named ones: an allow-list, so
 # that a model passing something this backend does not know (a sparse-attention index, a bias,
@@ -75,7 +78,11 @@ def release_module(module: torch.nn.Module) -> None:
 
 
 def log_gamma_of(module: torch.nn.Module) -> torch.Tensor:
-    """The float32 [num_query_heads] log-gammas of an attention module prepared by ``apply``."""
+    """The float32 [num_query_heads] log-gammas of an attention module prepared by ``apply``
+    (the differentiable ones while ``zerotuning.hf.differentiable.trainable_log_gammas`` is active)."""
+    leaf = module.__dict__.get(LOG_GAMMA_LEAF)
+    if leaf is not None:
+        return leaf
     bits = module._buffers.get(LOG_GAMMA_BITS)
     if bits is None:
         raise RuntimeError(

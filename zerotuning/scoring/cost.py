@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass
 class StageCost:
     forward_passes: int = 0
+    backward_passes: int = 0  # gradient paths only; a backward costs about two forwards
     examples_scored: int = 0
     tokens: int = 0
     padded_tokens: int = 0
@@ -55,6 +56,10 @@ class CostLedger:
             cost.examples_scored += examples
             cost.tokens += tokens
             cost.padded_tokens += padded_tokens
+
+    def record_backward(self) -> None:
+        for cost in self._active_costs():
+            cost.backward_passes += 1
 
     def record_cache_hit(self) -> None:
         for cost in self._active_costs():

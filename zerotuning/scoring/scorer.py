@@ -76,6 +76,18 @@ class Scorer:
             "greedy": logits.argmax(-1).cpu().numpy(),
         }
 
+    @property
+    def num_answers(self) -> int:
+        return len(self._form_ids)
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad_id
+
+    def answer_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The answers' log-masses of next-token ``logits`` [B, V] (differentiable; the gradient paths use it)."""
+        return self._answer_logits(logits)
+
     def _answer_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """[B, C] log-sum-exp of each answer's form logits: minus the vocabulary log-sum-exp, the log of its mass."""
         form_logits = logits[:, self._form_ids.to(logits.device)]  # [B, C, F]

@@ -1,0 +1,126 @@
+"""One-pass head sensitivity: d surrogate / d log_gamma[layer][head] for every head at once.
+
+The sink bias enters one logit per head, so the first-order effect of every head's log-gamma on the
+calibration objective comes from one forward and one backward pass over the calibration split,
+instead of one scoring pass per probe. The objectives' keys (accuracy, out-of-fold calibration) are
+not differentiable; the surrogate is the nearest smooth quantity, the mean over examples of:
+
+- supervised, ``calibration="none"``: the right answer's full-vocabulary log-likelihood (the key's
+  tie-breaker);
+- supervised, label-bias calibration: the right answer's log-likelihood among the example's options
+  (label bias acts on that distribution);
+- unsupervised: minus the entropy of the answer distribution over the options, or of the full
+  next-token distribution with ``entropy_over="vocab"``.
+
+``gradient_head_probes`` turns the gradients into ``HeadProbes`` like the probing ones: a probe of
+gamma g is predicted to change the surrogate by ``gradient x log(g)`` (first order), which gives the
+same up / down verdicts and dominant kind.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..hf import apply
+from ..hf.differentiable import trainable_log_gammas
+from ..profile import Profile
+from ..scoring.cost import CostLedger
+from ..scoring.encoding import ScoringSet, left_padded, length_sorted_batches
+from ..scoring.scorer import Scorer
+from .candidates import CandidateSpace
+from .head_probing import DOWN, GRANULARITIES, NEUTRAL, UP, HeadEffect, HeadProbes
+from .objectives import Objective, SupervisedObjective
+
+
+def surrogate_name(objective: Objective) -> str:
+    if isinstance(objective, SupervisedObjective):
+        return "answer_log_likelihood_vocab" if objective.calibration == "none" else "answer_log_likelihood_options"
+    return "minus_vocab_entropy" if objective.entropy_over == "vocab" else "minus_answer_entropy"
+
+
+def batch_surrogate(logits: torch.Tensor, answer_logits: torch.Tensor, answers: torch.Tensor, choice_mask: torch.Tensor, name: str) -> torch.Tensor:
+    """[B] per-example surrogate from next-token ``logits`` [B, V] and answers' log-masses ``answer_logits`` [B, C]."""
+    rows = torch.arange(len(answers), device=logits.device)
+    if name == "answer_log_likelihood_vocab":
+        return answer_logits[rows, answers] - torch.logsumexp(logits, dim=-1)
+    if name == "minus_vocab_entropy":
+        log_probs = torch.log_softmax(logits, dim=-1)
+        return (log_probs.exp() * log_probs).sum(-1)
+    log_probs = torch.log_softmax(answer_logits.masked_fill(~choice_mask, float("-inf")), dim=-1)
+    if name == "answer_log_likelihood_options":
+        return log_probs[rows, answers]
+    if name == "minus_answer_entropy":
+        return torch.where(choice_mask, log_probs.exp() * log_probs, 0.0).sum(-1)
+    raise ValueError(f"surrogate: got {name!r}")
+
+
+def head_gradients(
+    model, scorer: Scorer, scoring_set: ScoringSet, objective: Objective, profile: Profile, ledger: CostLedger, description: str = "head gradients"
+) -> np.ndarray:
+    """[num_layers, num_heads] float64: d mean surrogate / d log_gamma at ``profile``, one forward + backward per batch."""
+    apply(model, profile)
+    name = surrogate_name(objective)
+    count = len(scoring_set.example_ids)
+    device = next(model.parameters()).device
+    choice_mask = np.arange(scorer.num_answers)[None, :] < scoring_set.choice_counts[:, None]
+    batches = length_sorted_batches(scoring_set.lengths(), scorer.batch_size)
+    with trainable_log_gammas(model) as leaves, torch.enable_grad():
+        for indices in tqdm(batches, desc=f"{scoring_set.name}: {description}", unit="batch", leave=False):
+            logits, tokens, padded = _forward(model, scorer, [scoring_set.token_ids[i] for i in indices], device)
+            ledger.record_forward(len(indices), tokens, padded)
+            surrogate = batch_surrogate(
+                logits,
+                scorer.answer_logits(logits),
+                torch.as_tensor(scoring_set.answers[indices], device=device),
+                torch.as_tensor(choice_mask[indices], device=device),
+                name,
+            )
+            (surrogate.sum() / count).backward()
+            ledger.record_backward()
+        gradients = np.stack([leaf.grad.double().cpu().numpy() if leaf.grad is not None else np.zeros(leaf.shape) for leaf in leaves])
+    if not np.isfinite(gradients).all():
+        raise FloatingPointError(f"head gradients on {scoring_set.name}: non-finite values ({int((~np.isfinite(gradients)).sum())} heads)")
+    return gradients
+
+
+def _forward(model, scorer: Scorer, token_lists, device):
+    input_ids, attention_mask = left_padded(token_lists, scorer.pad_id)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=position_ids.to(device),
+        use_cache=False,
+        logits_to_keep=1,
+    )
+    return output.logits[:, -1, :].float(), int(attention_mask.sum()), attention_mask.numel()
+
+
+def gradient_head_probes(space: CandidateSpace, gradients: np.ndarray, *, probe_gamma: float = 2.0, granularity: str = "head") -> HeadProbes:
+    """``HeadProbes`` predicted from ``gradients`` [num_layers, num_heads] (only the tunable layers count).
+
+    ``"head"``: head index h across every tunable layer, whose first-order effect is the sum of its
+    layers' gradients; ``"layer_head"``: each (layer, head). A zero gradient is neutral.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity: got {granularity!r}, expected one of {GRANULARITIES}")
+    if not (probe_gamma > 0 and probe_gamma != 1):
+        raise ValueError(f"probe_gamma: got {probe_gamma}, expected a positive number other than 1")
+    expected = (space.num_layers, space.num_heads)
+    if gradients.shape != expected:
+        raise ValueError(f"gradients: got shape {gradients.shape}, expected {expected} (layers x heads)")
+    if granularity == "head":
+        probes = [(None, head, tuple((layer, head) for layer in space.layers)) for head in range(space.num_heads)]
+    else:
+        probes = [(layer, head, ((layer, head),)) for layer in space.layers for head in range(space.num_heads)]
+    effects = []
+    for layer, head, heads in probes:
+        gradient = float(sum(gradients[l, h] for l, h in heads))
+        change = gradient * math.log(probe_gamma)
+        kind = NEUTRAL if change == 0 else (UP if (change > 0) == (probe_gamma > 1) else DOWN)
+        effects.append(HeadEffect(layer, head, heads, (change,), kind, {"gradient": gradient, "predicted_surrogate_change": change}))
+    return HeadProbes(probe_gamma, granularity, space.num_layers, space.num_heads, tuple(effects))
