@@ -136,6 +136,31 @@ def test_probe_heads_per_layer_and_head(workspace, capsys):
     assert (out / "head_effects.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_gradient_probes_cost_one_forward_and_backward_per_batch(workspace, capsys):
+    root, model_folder, data = workspace
+    out = root / "gradient-heads"
+    code = main(["probe-heads", "--model", str(model_folder), "--task", str(data), "--granularity", "layer_head", "--probes", "gradient", "--batch-size", "16", "--out", str(out)])
+    assert code == 0 and "dominant" in capsys.readouterr().out
+    effects = json.loads((out / "head_effects.json").read_text())
+    assert effects["settings"]["tuning"]["probes"] == "gradient"
+    assert len(effects["head_profile"]["effects"]) == 2 * 4 and all("gradient" in effect["metrics"] for effect in effects["head_profile"]["effects"])
+    profiling = effects["cost"]["stages"]["profiling"]
+    assert (profiling["forward_passes"], profiling["backward_passes"]) == (2, 2)  # 29 examples in 2 batches, whatever the granularity
+
+    tuned = root / "gradient-run"
+    code = main([
+        "tune", "--model", str(model_folder), "--task", str(data), "--search", "levels", "--levels", "2", "--probes", "gradient",
+        "--gammas", "0.5,2", "--batch-size", "16", "--bootstrap-resamples", "100", "--out", str(tuned),
+    ])
+    assert code == 0
+    results = json.loads((tuned / "results.json").read_text())
+    stages = results["cost"]["stages"]
+    assert (stages["level2.profiling"]["forward_passes"], stages["level2.profiling"]["backward_passes"]) == (2, 2)
+    assert results["tuning"]["levels"]["2"]["head_profile"]["granularity"] == "head"
+    assert main(["tune", "--model", str(model_folder), "--task", str(data), "--probes", "gradient", "--out", str(root / "refused")]) != 0
+    assert "--probes: only used with --search levels" in capsys.readouterr().err
+
+
 def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
     root, model_folder, _ = workspace
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "missing.jsonl"), "--out", str(root / "x")])

@@ -15,7 +15,8 @@ from zerotuning.profile import Profile
 from zerotuning.scoring import CostLedger, Scorer, prepare_task
 from zerotuning.tasks import SplitPlan, TaskRequest, load_task
 from zerotuning.tuning import CandidateSpace
-from zerotuning.tuning.gradient_sensitivity import gradient_head_probes, head_gradients, surrogate_name
+from zerotuning.tuning.gradient_probes import gradient_head_probes
+from zerotuning.tuning.gradient_sensitivity import head_gradients, surrogate_name
 from zerotuning.tuning.objectives import make_objective
 
 from scoring_support import sentiment_rows, tiny_lm, word_tokenizer, write_jsonl

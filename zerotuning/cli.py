@@ -31,7 +31,7 @@ from .tuning.head_probing import GRANULARITIES
 from .evaluation.out_of_fold import DEFAULT_FOLDS
 from .scoring.answer_tokens import ANSWER_FORMS
 from .tuning.objectives import CALIBRATIONS, ENTROPY_CHOICES
-from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, SEARCHES, TuningConfig
+from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, PROBES, SEARCHES, TuningConfig
 
 if TYPE_CHECKING:
     from .generation.experiment import GenerationSettings
@@ -243,9 +243,16 @@ def _add_probe_options(parser: argparse.ArgumentParser, levels_only: bool = Fals
     group = parser.add_argument_group("head probing" + (" (with --search levels)" if levels_only else ""))
     group.add_argument("--probe-gamma", type=float, default=None if levels_only else 2.0, help="gamma each probe applies to the probed heads" + ("; default: 2" if levels_only else ""))
     group.add_argument("--granularity", choices=GRANULARITIES, default=None if levels_only else "head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)" + ("; default: head" if levels_only else ""))
+    group.add_argument(
+        "--probes",
+        choices=PROBES,
+        default=None if levels_only else "forward",
+        help="forward: score the calibration split once per probe; gradient: every probe's first-order effect from one forward + "
+        "backward pass (d surrogate / d log-gamma per head)" + ("; default: forward" if levels_only else ""),
+    )
 
 
-LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head"}
+LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head", "probes": "forward"}
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -296,7 +303,8 @@ def _tuning_config(args: argparse.Namespace) -> TuningConfig:
         raise ValueError(f"--budget: only used with --search budgeted, but --search is {args.search!r}")
     values = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in LEVEL_OPTIONS.items()}
     return TuningConfig(
-        args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"]
+        args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"],
+        values["probes"],
     )
 
 
@@ -402,7 +410,7 @@ def _probe_heads(args: argparse.Namespace) -> int:
     from .tuning import run_record
     from .tuning.experiment import run_head_probing
 
-    settings = _settings(args, TuningConfig(probe_gamma=args.probe_gamma, granularity=args.granularity))
+    settings = _settings(args, TuningConfig(probe_gamma=args.probe_gamma, granularity=args.granularity, probes=args.probes))
     request = _task_request(args)
     task = load_task(request)
     out = run_record.head_probing_run_folder(args.out, args.overwrite)

@@ -15,6 +15,8 @@ from ..scoring.records import ScoredSplit
 from ..scoring.scorer import make_scorer
 from ..tasks.task import Task
 from .candidates import CandidateSpace
+from .gradient_probes import gradient_head_probes
+from .gradient_sensitivity import head_gradients
 from .head_probing import HeadProbes, probe_heads
 from ..evaluation.out_of_fold import DEFAULT_FOLDS, out_of_fold_label_bias
 from .budgeted import BUDGETED, budgeted_search, published_protocol_passes
@@ -67,9 +69,14 @@ class Session:
         self.space = CandidateSpace.for_model(model, settings.layers)
         scorer = make_scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
         self.rows_per_example = scorer.rows_per_example
+        self.scorer = scorer
         self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
         self.score_subset = {name: apply_and_score_subset(model, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
         self.objective = settings.make_objective()
+
+    def head_gradients(self, split: str):
+        """``gradients(profile)``: [num_layers, num_heads] d surrogate / d log_gamma on ``split`` at ``profile``."""
+        return lambda profile: head_gradients(self.model, self.scorer, self.prepared.sets[split], self.objective, profile, self.ledger)
 
     def baseline(self, split: str) -> ScoredSplit:
         with self.ledger.stage(f"baseline.{split}"):
@@ -93,7 +100,9 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
         if settings.tuning.search == BUDGETED:
             result = _budgeted(session, baseline)
         else:
-            result = tune(session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline)
+            result = tune(
+                session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline, session.head_gradients("calibration")
+            )
         baseline_test = session.baseline("test")
         tests = {}
         for level, level_result in result.levels.items():
@@ -220,14 +229,18 @@ def run_head_probing(model, tokenizer, task: Task, settings: RunSettings, model_
     try:
         baseline = session.baseline("calibration")
         with session.ledger.stage("profiling"):
-            head_probes = probe_heads(
-                session.space,
-                session.score["calibration"],
-                session.objective,
-                baseline,
-                probe_gamma=settings.tuning.probe_gamma,
-                granularity=settings.tuning.granularity,
-            )
+            if settings.tuning.probes == "gradient":
+                gradients = session.head_gradients("calibration")(session.space.neutral())
+                head_probes = gradient_head_probes(session.space, gradients, probe_gamma=settings.tuning.probe_gamma, granularity=settings.tuning.granularity)
+            else:
+                head_probes = probe_heads(
+                    session.space,
+                    session.score["calibration"],
+                    session.objective,
+                    baseline,
+                    probe_gamma=settings.tuning.probe_gamma,
+                    granularity=settings.tuning.granularity,
+                )
     finally:
         remove(model)
     results = {

@@ -12,14 +12,11 @@ not differentiable; the surrogate is the nearest smooth quantity, the mean over 
 - unsupervised: minus the entropy of the answer distribution over the options, or of the full
   next-token distribution with ``entropy_over="vocab"``.
 
-``gradient_head_probes`` turns the gradients into ``HeadProbes`` like the probing ones: a probe of
-gamma g is predicted to change the surrogate by ``gradient x log(g)`` (first order), which gives the
-same up / down verdicts and dominant kind.
+``gradient_probes.gradient_head_probes`` turns the gradients into ``HeadProbes``. This module imports
+the HF glue, so it is imported by its module path (like ``model_scoring``).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -31,8 +28,6 @@ from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.encoding import ScoringSet, left_padded, length_sorted_batches
 from ..scoring.scorer import Scorer
-from .candidates import CandidateSpace
-from .head_probing import DOWN, GRANULARITIES, NEUTRAL, UP, HeadEffect, HeadProbes
 from .objectives import Objective, SupervisedObjective
 
 
@@ -98,29 +93,3 @@ def _forward(model, scorer: Scorer, token_lists, device):
         logits_to_keep=1,
     )
     return output.logits[:, -1, :].float(), int(attention_mask.sum()), attention_mask.numel()
-
-
-def gradient_head_probes(space: CandidateSpace, gradients: np.ndarray, *, probe_gamma: float = 2.0, granularity: str = "head") -> HeadProbes:
-    """``HeadProbes`` predicted from ``gradients`` [num_layers, num_heads] (only the tunable layers count).
-
-    ``"head"``: head index h across every tunable layer, whose first-order effect is the sum of its
-    layers' gradients; ``"layer_head"``: each (layer, head). A zero gradient is neutral.
-    """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity: got {granularity!r}, expected one of {GRANULARITIES}")
-    if not (probe_gamma > 0 and probe_gamma != 1):
-        raise ValueError(f"probe_gamma: got {probe_gamma}, expected a positive number other than 1")
-    expected = (space.num_layers, space.num_heads)
-    if gradients.shape != expected:
-        raise ValueError(f"gradients: got shape {gradients.shape}, expected {expected} (layers x heads)")
-    if granularity == "head":
-        probes = [(None, head, tuple((layer, head) for layer in space.layers)) for head in range(space.num_heads)]
-    else:
-        probes = [(layer, head, ((layer, head),)) for layer in space.layers for head in range(space.num_heads)]
-    effects = []
-    for layer, head, heads in probes:
-        gradient = float(sum(gradients[l, h] for l, h in heads))
-        change = gradient * math.log(probe_gamma)
-        kind = NEUTRAL if change == 0 else (UP if (change > 0) == (probe_gamma > 1) else DOWN)
-        effects.append(HeadEffect(layer, head, heads, (change,), kind, {"gradient": gradient, "predicted_surrogate_change": change}))
-    return HeadProbes(probe_gamma, granularity, space.num_layers, space.num_heads, tuple(effects))

@@ -2,37 +2,44 @@
 
 - Level 0: one fixed gamma on every head of the tunable layers (no search).
 - Level 1: a gamma grid on every head of the tunable layers.
-- Level 2: head probing -> the dominant kind (up- or down-effective) -> a gamma grid on those
+- Level 2: head probing (by scoring, or from one forward + backward pass) -> the dominant kind (up- or down-effective) -> a gamma grid on those
   heads only, restricted to the kind's side of 1 (gamma > 1 for up, < 1 for down).
 The level whose profile has the best calibration objective is selected (ties: the lower level).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.records import ScoredSplit
 from .candidates import CandidateSpace, Head
+from .gradient_probes import gradient_head_probes
 from .head_probing import DOWN, NEUTRAL, UP, HeadProbes, probe_heads
 from .objectives import Objective
 from .search import Candidate, check_gammas, search_gamma
 
 LEVELS = (0, 1, 2)
 SEARCHES = ("budgeted", "levels")
+PROBES = ("forward", "gradient")  # Level 2's head profiling: one scoring pass per probe, or one forward + backward
 DEFAULT_GAMMAS = (0.25, 0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 
 ScoreProfile = Callable[[Profile, str], ScoredSplit]
+HeadGradients = Callable[[Profile], np.ndarray]  # [num_layers, num_heads] d surrogate / d log_gamma at a profile
 
 
 @dataclass(frozen=True)
 class TuningConfig:
     """Which search to run: ``"budgeted"`` (successive halving within ``budget`` x the published protocol's
     passes, ``zerotuning.tuning.budgeted``) or ``"levels"`` (the levels and their settings:
-    ``probe_gamma``/``granularity`` for Level 2)."""
+    ``probes``/``probe_gamma``/``granularity`` for Level 2; ``probes="gradient"`` profiles the heads from
+    one forward + backward pass, ``zerotuning.tuning.gradient_sensitivity``)."""
 
     search: str = "budgeted"
     budget: float = 0.25
@@ -41,8 +48,11 @@ class TuningConfig:
     gammas: tuple[float, ...] = DEFAULT_GAMMAS
     probe_gamma: float = 2.0
     granularity: str = "head"
+    probes: str = "forward"
 
     def __post_init__(self) -> None:
+        if self.probes not in PROBES:
+            raise ValueError(f"probes: got {self.probes!r}, expected one of {PROBES}")
         if self.search not in SEARCHES:
             raise ValueError(f"search: got {self.search!r}, expected one of {SEARCHES}")
         if not (math.isfinite(self.budget) and self.budget > 0):
@@ -61,6 +71,7 @@ class TuningConfig:
             "gammas": list(self.gammas),
             "probe_gamma": self.probe_gamma,
             "granularity": self.granularity,
+            "probes": self.probes,
         }
 
 
@@ -132,9 +143,13 @@ def tune(
     config: TuningConfig,
     ledger: CostLedger,
     baseline: ScoredSplit,
+    head_gradients: HeadGradients | None = None,
 ) -> TuningResult:
-    """Run the configured levels against ``baseline`` (the untouched model's calibration scores)."""
-    runners = {0: _level0, 1: _level1, 2: _level2}
+    """Run the configured levels against ``baseline`` (the untouched model's calibration scores);
+    ``head_gradients`` is needed for gradient head profiling (``config.probes == "gradient"``)."""
+    if config.probes == "gradient" and 2 in config.levels and head_gradients is None:
+        raise ValueError("probes: 'gradient' needs head_gradients (the calibration split's log-gamma gradients)")
+    runners = {0: _level0, 1: _level1, 2: functools.partial(_level2, head_gradients=head_gradients)}
     levels = {}
     for level in sorted(config.levels):
         with ledger.stage(f"level{level}"):
@@ -164,11 +179,14 @@ def _level1(space, score_profile, objective, config, baseline, ledger) -> LevelR
     return LevelResult(1, best.gamma, None, profile, scored, best.key, candidates)
 
 
-def _level2(space, score_profile, objective, config, baseline, ledger) -> LevelResult:
+def _level2(space, score_profile, objective, config, baseline, ledger, head_gradients=None) -> LevelResult:
     with ledger.stage("level2.profiling"):
-        head_probes = probe_heads(
-            space, score_profile, objective, baseline, probe_gamma=config.probe_gamma, granularity=config.granularity
-        )
+        if config.probes == "gradient":
+            head_probes = gradient_head_probes(space, head_gradients(space.neutral()), probe_gamma=config.probe_gamma, granularity=config.granularity)
+        else:
+            head_probes = probe_heads(
+                space, score_profile, objective, baseline, probe_gamma=config.probe_gamma, granularity=config.granularity
+            )
     kind = head_probes.dominant_kind()
     if kind == NEUTRAL:
         note = "no probed head changed the calibration objective; the profile is neutral"
