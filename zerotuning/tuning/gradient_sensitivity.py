@@ -57,6 +57,12 @@ def head_gradients(
     model, scorer: Scorer, scoring_set: ScoringSet, objective: Objective, profile: Profile, ledger: CostLedger, description: str = "head gradients"
 ) -> np.ndarray:
     """[num_layers, num_heads] float64: d mean surrogate / d log_gamma at ``profile``, one forward + backward per batch."""
+    if not isinstance(scorer, Scorer):
+        # The surrogates read the answer position's logits; whole-answer scoring has no such single position.
+        raise NotImplementedError(
+            f"--probes gradient: answers are scored by {type(scorer).__name__} (--answer-forms full_sequence); "
+            "gradient head sensitivity needs answer-position scoring (--answer-forms surface or first_token)"
+        )
     apply(model, profile)
     name = surrogate_name(objective)
     count = len(scoring_set.example_ids)
