@@ -167,7 +167,7 @@ def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
     assert code == 2
     assert "missing.jsonl" in capsys.readouterr().err
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--search", "levels", "--gammas", "0,2", "--out", str(root / "x")])
-    assert code == 2 and "gammas" in capsys.readouterr().err
+    assert code == 2 and "--gammas" in capsys.readouterr().err
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--gammas", "0.5,2", "--out", str(root / "x")])
     assert code == 2 and "--gammas: only used with --search levels" in capsys.readouterr().err
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--search", "levels", "--budget", "0.5", "--out", str(root / "x")])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import cli_checks
 from .evaluation.report import format_table
 from .lm_eval.cli import add_commands as add_lm_eval_commands
 from .models import load_model
@@ -52,18 +53,40 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _OptionError(Exception):
+    """An option argparse refused, already phrased for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad option as one line (the usage is one --help away), exit code 2 like every other input error.
+    Options are taken only by their full names: an abbreviation such as --gamma would silently mean --gammas."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message: str):
+        raise _OptionError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _OptionError as error:
+        print(error, file=sys.stderr)
+        return 2
     try:
         return args.command_function(args)
-    except (ValueError, OSError, RuntimeError, ImportError) as error:  # bad input or environment: a message, not a traceback
-        print(f"zerotuning {args.command}: error: {error}", file=sys.stderr)
+    # Bad input or environment: one line, not a traceback. TypeError included: the glue raises it
+    # for a model it cannot patch (e.g. one without the attention interface).
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"zerotuning {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zerotuning", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser = _Parser(prog="zerotuning", description=DESCRIPTION, formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tune = commands.add_parser(
@@ -157,9 +180,9 @@ def _add_model_options(parser: argparse.ArgumentParser, model_default: str | Non
         help="what zerotuning.models.load_model loads: a known name (smollm2, gemma3), a local HuggingFace model "
         "folder (config + weights + tokenizer) or a .gguf file" + ("; default: the one recorded in the profile" if model_default is None else ""),
     )
-    group.add_argument("--batch-size", type=int, default=8, help="examples per forward pass (rows are left-padded and sorted by length)")
+    group.add_argument("--batch-size", type=cli_checks.integer_at_least(1), default=8, help="examples per forward pass (rows are left-padded and sorted by length)")
     group.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weight and activation dtype")
-    group.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda")
+    group.add_argument("--device", type=cli_checks.device, default="cpu", help="torch device to run on, e.g. cpu or cuda")
 
 
 def _add_task_options(parser: argparse.ArgumentParser, task_required: bool) -> None:
@@ -194,17 +217,17 @@ def _add_task_options(parser: argparse.ArgumentParser, task_required: bool) -> N
     group.add_argument("--split-column", default=None, help="column naming each row's split (values demo/calibration/test, or see --split-map)")
     group.add_argument("--split-map", type=_mapping, default=None, help="source split -> split, e.g. train=demo,validation=calibration,test=test; unmapped values are left out")
     group.add_argument("--split-fractions", type=_fractions, default=None, help="random seeded split, e.g. demo=0.1,calibration=0.45,test=0.45 (default for local files without --split-column)")
-    group.add_argument("--max-calibration", type=int, default=None, help="keep at most this many calibration examples (seeded subsample)")
-    group.add_argument("--max-test", type=int, default=None, help="keep at most this many test examples (seeded subsample)")
+    group.add_argument("--max-calibration", type=cli_checks.integer_at_least(1), default=None, help="keep at most this many calibration examples (seeded subsample)")
+    group.add_argument("--max-test", type=cli_checks.integer_at_least(1), default=None, help="keep at most this many test examples (seeded subsample)")
     group.add_argument("--hub-config", default=None, help="dataset configuration name for hf:<dataset>")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, recorded_defaults: bool = False) -> None:
     group = parser.add_argument_group("run")
     recorded = "; default: as recorded in the profile" if recorded_defaults else ""
-    group.add_argument("--shots", type=int, default=None if recorded_defaults else 0, help="few-shot demonstrations drawn from the demo split" + recorded)
-    group.add_argument("--seed", type=int, default=None if recorded_defaults else 0, help="seed of the random split, the demonstration draw and the bootstrap" + recorded)
-    group.add_argument("--bootstrap-resamples", type=int, default=10_000, help="bootstrap resamples for the 95%% confidence intervals")
+    group.add_argument("--shots", type=cli_checks.integer_at_least(0), default=None if recorded_defaults else 0, help="few-shot demonstrations drawn from the demo split" + recorded)
+    group.add_argument("--seed", type=cli_checks.integer_at_least(0), default=None if recorded_defaults else 0, help="seed of the random split, the demonstration draw and the bootstrap" + recorded)
+    group.add_argument("--bootstrap-resamples", type=cli_checks.integer_at_least(1), default=10_000, help="bootstrap resamples for the 95%% confidence intervals")
     group.add_argument(
         "--answer-forms",
         choices=ANSWER_FORMS,
@@ -235,13 +258,13 @@ def _add_objective_options(parser: argparse.ArgumentParser) -> None:
         help="label_bias: judge each candidate after label-bias calibration fitted out of fold inside the calibration "
         "split (the selected method is tuned + label bias); none: the uncalibrated model's objective",
     )
-    group.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="folds of the out-of-fold calibration inside the calibration split")
+    group.add_argument("--folds", type=cli_checks.integer_at_least(2), default=DEFAULT_FOLDS, help="folds of the out-of-fold calibration inside the calibration split")
 
 
 def _add_probe_options(parser: argparse.ArgumentParser, levels_only: bool = False) -> None:
     """With ``levels_only`` (``tune``) the options default to None, so that giving them without --search levels is an error."""
     group = parser.add_argument_group("head probing" + (" (with --search levels)" if levels_only else ""))
-    group.add_argument("--probe-gamma", type=float, default=None if levels_only else 2.0, help="gamma each probe applies to the probed heads" + ("; default: 2" if levels_only else ""))
+    group.add_argument("--probe-gamma", type=cli_checks.probe_gamma, default=None if levels_only else 2.0, help="gamma each probe applies to the probed heads" + ("; default: 2" if levels_only else ""))
     group.add_argument("--granularity", choices=GRANULARITIES, default=None if levels_only else "head", help="head: one head index across all tunable layers per probe; layer_head: each (layer, head) alone (layers x heads probes)" + ("; default: head" if levels_only else ""))
     group.add_argument(
         "--probes",
@@ -286,11 +309,11 @@ def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
         "protocol's passes, then the one-standard-error rule towards gamma = 1; levels: the full Levels 0-2 "
         "(--levels, --fixed-gamma, --gammas, --probe-gamma, --granularity)",
     )
-    group.add_argument("--budget", type=float, default=None, help="budgeted: the share of the published protocol's passes (baseline + one probe per head index + a 7-point grid) the tuning may spend, baseline included; default: 0.25")
+    group.add_argument("--budget", type=cli_checks.positive_number, default=None, help="budgeted: the share of the published protocol's passes (baseline + one probe per head index + a 7-point grid) the tuning may spend, baseline included; default: 0.25")
     group = parser.add_argument_group("levels (with --search levels)")
     group.add_argument("--levels", type=_int_list, default=None, help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind; default: 0,1,2")
-    group.add_argument("--fixed-gamma", type=float, default=None, help="level 0's gamma; default: 2")
-    group.add_argument("--gammas", type=_float_list, default=None, help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need); default: " + ",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS))
+    group.add_argument("--fixed-gamma", type=cli_checks.positive_number, default=None, help="level 0's gamma; default: 2")
+    group.add_argument("--gammas", type=cli_checks.positive_numbers, default=None, help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need); default: " + ",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS))
     _add_probe_options(parser, levels_only=True)
 
 
@@ -302,10 +325,16 @@ def _tuning_config(args: argparse.Namespace) -> TuningConfig:
     if args.search != "budgeted" and args.budget is not None:
         raise ValueError(f"--budget: only used with --search budgeted, but --search is {args.search!r}")
     values = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in LEVEL_OPTIONS.items()}
-    return TuningConfig(
-        args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"],
-        values["probes"],
-    )
+    try:
+        return TuningConfig(
+            args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"],
+            values["probes"],
+        )
+    except ValueError as error:  # TuningConfig's fields are the options' names: say the option
+        field, separator, rest = str(error).partition(": ")
+        if separator and field in TuningConfig.__dataclass_fields__:
+            raise ValueError(f"--{field.replace('_', '-')}: {rest}") from None
+        raise
 
 
 # The HF glue (transformers) and matplotlib take seconds to import: each command imports them when
@@ -323,7 +352,9 @@ def _tune(args: argparse.Namespace) -> int:
     settings = _generation_settings(args, tuning_config) if generation else _settings(args, tuning_config)
     out = run_record.tuning_run_folder(args.out, args.overwrite)
     out.check(local_inputs(**{"--task": request.source, "--model": args.model}))  # before the model loads
+    cli_checks.check_task_fits(task, shots=settings.shots, folds=_objective_folds(settings))
     model, tokenizer = _load_model(args)
+    cli_checks.check_model_fits(model, layers=settings.layers)
     if generation:
         from .generation.experiment import run_generation_tuning
         from .generation.report import format_generation_table
@@ -359,7 +390,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .tuning import run_record
     from .tuning.experiment import run_evaluation
 
-    profile = Profile.from_pretrained(args.profile)
+    try:
+        profile = Profile.from_pretrained(args.profile)
+    except (ValueError, OSError) as error:
+        raise type(error)(f"--profile: {error}") from None
     recorded = run_record.RecordedRun.of(profile, args.profile)
     for option in ("model", "shots", "seed"):
         setattr(args, option, recorded.setting(option, getattr(args, option)))
@@ -384,7 +418,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         out.check(local_inputs(**inputs))
     elif args.overwrite:
         raise ValueError("--overwrite applies only with --out")
+    cli_checks.check_task_fits(task, shots=settings.shots, folds=None)
+    if collateral is not None:
+        cli_checks.check_task_fits(collateral, shots=0, folds=None, needs=("test",))
     model, tokenizer = _load_model(args)
+    cli_checks.check_model_fits(model, profile=profile, profile_source=repr(args.profile))
     from .generation.experiment import run_generation_evaluation
     from .generation.report import format_generation_table
 
@@ -415,7 +453,9 @@ def _probe_heads(args: argparse.Namespace) -> int:
     task = load_task(request)
     out = run_record.head_probing_run_folder(args.out, args.overwrite)
     out.check(local_inputs(**{"--task": request.source, "--model": args.model}))
+    cli_checks.check_task_fits(task, shots=settings.shots, folds=_objective_folds(settings), needs=("calibration",))
     model, tokenizer = _load_model(args)
+    cli_checks.check_model_fits(model, layers=settings.layers)
     results, head_probes = run_head_probing(model, tokenizer, task, settings, run_record.describe_model(model))
     run_record.write_head_probing_run(out, results, head_probes, settings)
     counts = results["head_profile"]["counts"]
@@ -514,6 +554,12 @@ def _collateral_task(args: argparse.Namespace) -> Task:
         raise type(error)(f"--also-generation: {error}") from error
 
 
+def _objective_folds(settings: RunSettings) -> int | None:
+    """The folds the objective cuts the calibration split into, None when it cuts none."""
+    calibration = getattr(settings, "calibration", "none")  # generation settings have none
+    return settings.folds if calibration != "none" else None
+
+
 def _task_request(args: argparse.Namespace) -> TaskRequest:
     limits = {name: limit for name, limit in (("calibration", args.max_calibration), ("test", args.max_test)) if limit is not None}
     task_path = Path(args.task)
@@ -563,13 +609,6 @@ def _string_list(text: str) -> tuple[str, ...]:
     return items
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(item) for item in text.split(","))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
-
-
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(item) for item in text.split(","))
@@ -583,9 +622,12 @@ def _int_ranges(text: str) -> tuple[int, ...]:
     try:
         for item in text.split(","):
             first, _, last = item.partition("-")
-            values.extend(range(int(first), int(last or first) + 1))
+            first, last = int(first), int(last or first)
+            if last < first:
+                raise ValueError(item)
+            values.extend(range(first, last + 1))
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected layers like 0-9 or 0,2,4, got {text!r}") from error
+        raise argparse.ArgumentTypeError(f"expected layers like 0-9 or 0,2,4 (non-negative, ranges low-high), got {text!r}") from error
     return tuple(values)
 
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..hf import apply, remove
-from ..profile import Profile
+from ..profile import ModelIdentity, Profile
 from ..scoring.cost import CostLedger
 from ..tasks.task import Task
 from ..tuning.candidates import CandidateSpace
@@ -121,6 +121,7 @@ def run_generation_tuning(model, tokenizer, task: Task, settings: GenerationSett
 
 def run_generation_evaluation(model, tokenizer, task: Task, profile: Profile, settings: GenerationSettings, model_info: dict) -> dict:
     """The untouched model vs ``profile`` on the test split of a generation task, every measure."""
+    profile.check_matches(ModelIdentity.of(model))  # before any scoring, not when the profile is first applied
     session = GenerationSession(model, tokenizer, task, settings)
     try:
         baseline_test = session.baseline("test")

@@ -14,6 +14,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from .. import cli_checks
 from ..models import DEFAULT_MODEL, SUPPORTED_DTYPES
 
 DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in SUPPORTED_DTYPES}
@@ -51,7 +52,7 @@ def _add_lm_eval(commands: argparse._SubParsersAction, formatter_class) -> None:
     model = parser.add_argument_group("model and profile")
     model.add_argument("--model", default=DEFAULT_MODEL, help="what zerotuning.models.load_model loads: smollm2, gemma3, a local HuggingFace model folder or a .gguf file")
     model.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weight and activation dtype")
-    model.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda")
+    model.add_argument("--device", type=cli_checks.device, default="cpu", help="torch device to run on, e.g. cpu or cuda")
     model.add_argument("--max_length", type=_positive_int, default=None, help="HFLM's max_length: longest model input in tokens (default: from the model config)")
     profiles = model.add_mutually_exclusive_group(required=True)
     profiles.add_argument("--profile", type=Path, default=None, help="a profile JSON (e.g. written by `zerotuning tune`)")
@@ -97,7 +98,7 @@ def _add_task_export(commands: argparse._SubParsersAction, formatter_class) -> N
     parser.add_argument("--out", type=Path, required=True, help="folder for the task files (pass it to --include_path); other files in it are left alone")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export's files of the same --name in --out (otherwise refused)")
     parser.add_argument("--name", default=None, help="lm-eval task name (default: zerotuning_<task>)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random split of a local file without a split column")
+    parser.add_argument("--seed", type=cli_checks.integer_at_least(0), default=0, help="seed of the random split of a local file without a split column")
     parser.set_defaults(command_function=_export_task)
 
 
@@ -113,7 +114,7 @@ def _add_compare(commands: argparse._SubParsersAction, formatter_class) -> None:
     parser.add_argument("run_b", type=Path, help="run B, compared against A")
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON to this (new) file")
     parser.add_argument("--bootstrap-resamples", type=_positive_int, default=10_000, help="bootstrap resamples for the 95%% intervals")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--seed", type=cli_checks.integer_at_least(0), default=0, help="seed of the bootstrap")
     parser.set_defaults(command_function=_compare)
 
 

@@ -58,8 +58,12 @@ def find_run(path: str | Path) -> LoggedRun:
         raise ValueError(f"run {str(path)!r}: not an lm-eval results file (expected a name ending in _<date>.json, as lm-eval writes)")
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"run {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"run {str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"run {str(path)!r}: expected a JSON object (lm-eval's results file), got {type(results).__name__}")
     tasks = sorted((results.get("configs") or {}))
     if not tasks:
         raise ValueError(f"run {str(path)!r}: no task configurations in it; expected lm-eval's results file")
@@ -113,7 +117,11 @@ def format_comparison(comparison: dict) -> str:
 
 def _read_samples(path: Path) -> dict[tuple[int, str], dict]:
     samples: dict[tuple[int, str], dict] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"samples file {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -69,7 +69,7 @@ def infer_kind(row: dict, columns: ColumnMapping) -> str:
 
 def classification_labels(rows: list[dict], columns: ColumnMapping) -> tuple[str, ...]:
     """The label words of rows whose labels are words, sorted (pass labels explicitly to fix their order)."""
-    values = {_cell(row, columns.label, row_number) for row_number, row in enumerate(rows)}
+    values = {_label_cell(row, columns.label, row_number) for row_number, row in enumerate(rows)}
     if any(isinstance(value, int) or str(value).strip().lstrip("-").isdigit() for value in values):
         raise ValueError(
             f"column {columns.label!r} holds numbers ({sorted(map(str, values))[:5]}); the label words are what the "
@@ -98,6 +98,19 @@ def _cell(row: dict, column: str, row_number: int):
     return row[column]
 
 
+def _label_cell(row: dict, column: str, row_number: int):
+    """A label: a word or an integer index; a JSON boolean is neither (which of the labels is true?)."""
+    value = _cell(row, column, row_number)
+    if isinstance(value, bool):
+        raise ValueError(
+            f"row {row_number}: label {json.dumps(value)} in column {column!r} is a JSON boolean; expected a label word "
+            "or an integer index into the labels (write e.g. \"positive\" or 1)"
+        )
+    if not isinstance(value, (str, int)):
+        raise ValueError(f"row {row_number}: label {value!r} in column {column!r} is a {type(value).__name__}; expected a label word or an integer index")
+    return value
+
+
 def _text_cell(row: dict, column: str, row_number: int) -> str:
     value = str(_cell(row, column, row_number)).strip()
     if not value:
@@ -106,7 +119,7 @@ def _text_cell(row: dict, column: str, row_number: int) -> str:
 
 
 def _label_index(row: dict, row_number: int, columns: ColumnMapping, labels: tuple[str, ...]) -> int:
-    value = _cell(row, columns.label, row_number)
+    value = _label_cell(row, columns.label, row_number)
     word = str(value).strip()
     if word in labels:
         return labels.index(word)

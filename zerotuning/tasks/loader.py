@@ -63,8 +63,15 @@ class TaskRequest:
 
 
 def load_task(request: TaskRequest) -> Task:
-    """Load, map and split a task; every row must convert cleanly (errors name the row)."""
+    """Load, map and split a task; every row must convert cleanly (errors name the source and the row)."""
     origin, description, rows = _read_source(request.source, request.hub_config)
+    try:
+        return _task_from_rows(request, origin, description, rows)
+    except ValueError as error:  # name the source: a row number or a column alone does not say where
+        raise ValueError(f"task {request.source!r}: {error}") from error
+
+
+def _task_from_rows(request: TaskRequest, origin: str, description: dict, rows: list[dict]) -> Task:
     kind = request.kind or description.get("kind") or infer_kind(rows[0], request.columns)
     labels = tuple(request.labels) or tuple(description.get("labels") or ())
     if kind == CLASSIFICATION and not labels:
@@ -85,14 +92,11 @@ def load_task(request: TaskRequest) -> Task:
     )
     plan = _resolved_plan(request.splits, origin)
     splits, split_account = assign_splits(rows, plan)
-    try:
-        examples = tuple(
-            row_to_example(row, row_number, split, kind, request.columns, spec.labels)
-            for row_number, (row, split) in enumerate(zip(rows, splits))
-            if split is not None
-        )
-    except ValueError as error:  # name the source: the row number alone does not say where
-        raise ValueError(f"task {request.source!r}: {error}") from error
+    examples = tuple(
+        row_to_example(row, row_number, split, kind, request.columns, spec.labels)
+        for row_number, (row, split) in enumerate(zip(rows, splits))
+        if split is not None
+    )
     _check_unique_ids(examples)
     return Task(spec=spec, examples=examples, source={"origin": origin, "request": request.to_json(), "splits": split_account})
 

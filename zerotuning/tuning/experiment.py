@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..evaluation.bootstrap import bootstrap_mean_interval
 from ..evaluation.report import compare_on_test, paired_comparison
 from ..hf import remove
-from ..profile import Profile
+from ..profile import ModelIdentity, Profile
 from ..scoring.cost import CostLedger
 from ..scoring.prepared_task import PreparedTask, prepare_task
 from ..scoring.records import ScoredSplit
@@ -201,6 +201,7 @@ def tuning_cost(session: Session, result: TuningResult) -> dict:
 
 def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: RunSettings, model_info: dict) -> dict:
     """Baseline vs ``profile`` on test, with calibration baselines fitted on the calibration split."""
+    profile.check_matches(ModelIdentity.of(model))  # before any scoring, not when the profile is first applied
     session = Session(model, tokenizer, task, settings)
     try:
         baseline_calibration = session.baseline("calibration")

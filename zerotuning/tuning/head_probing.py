@@ -12,6 +12,7 @@ num_heads probes); ``"layer_head"`` probes each (layer, head) alone (num_layers 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,14 @@ class HeadProbes:
         }
 
 
+def check_probe_settings(probe_gamma: float, granularity: str) -> None:
+    """A probe gamma that changes something (finite, > 0, not 1) and a known granularity."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity: got {granularity!r}, expected one of {GRANULARITIES}")
+    if not (math.isfinite(probe_gamma) and probe_gamma > 0 and probe_gamma != 1):
+        raise ValueError(f"probe_gamma: got {probe_gamma}, expected a finite positive number other than 1")
+
+
 def probe_heads(
     space: CandidateSpace,
     score_profile: Callable[[Profile, str], ScoredSplit],
@@ -95,10 +104,7 @@ def probe_heads(
     granularity: str = "head",
 ) -> HeadProbes:
     """Probe every head (index, or (layer, head)) once with ``probe_gamma``."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity: got {granularity!r}, expected one of {GRANULARITIES}")
-    if not (probe_gamma > 0 and probe_gamma != 1):
-        raise ValueError(f"probe_gamma: got {probe_gamma}, expected a positive number other than 1")
+    check_probe_settings(probe_gamma, granularity)
     if granularity == "head":
         probes = [(None, head, tuple((layer, head) for layer in space.layers)) for head in range(space.num_heads)]
     else:

@@ -131,13 +131,22 @@ class RecordedRun:
             return given
         if option not in self.fields:
             raise ValueError(f"--{option} is not given and the profile {str(self.path)!r} records none")
-        return self.fields[option]
+        value = self.fields[option]
+        expected_model = option == "model" and isinstance(value, str) and value
+        expected_count = option != "model" and isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if not (expected_model or expected_count):
+            expected = "a model name or path" if option == "model" else "an integer >= 0"
+            raise ValueError(f"profile {str(self.path)!r}: the recorded {option} is {value!r}, expected {expected}; give --{option}")
+        return value
 
     def task_request(self) -> TaskRequest:
         """The task request the profile was tuned on."""
         if "task_request" not in self.fields:
             raise ValueError(f"--task is not given and the profile {str(self.path)!r} records no task")
-        return TaskRequest.from_json(self.fields["task_request"])
+        try:
+            return TaskRequest.from_json(self.fields["task_request"])
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"profile {str(self.path)!r}: the recorded task request is not readable ({error!r}); give --task") from None
 
     def describe(self) -> str:
         level = self.fields.get("level", "?")

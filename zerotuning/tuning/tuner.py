@@ -21,7 +21,7 @@ from ..scoring.cost import CostLedger
 from ..scoring.records import ScoredSplit
 from .candidates import CandidateSpace, Head
 from .gradient_probes import gradient_head_probes
-from .head_probing import DOWN, NEUTRAL, UP, HeadProbes, probe_heads
+from .head_probing import DOWN, NEUTRAL, UP, HeadProbes, check_probe_settings, probe_heads
 from .objectives import Objective
 from .search import Candidate, check_gammas, search_gamma
 
@@ -61,6 +61,13 @@ class TuningConfig:
             raise ValueError(f"levels: got {list(self.levels)}, expected a non-empty subset of {list(LEVELS)}")
         check_gammas([self.fixed_gamma], "fixed_gamma")
         check_gammas(self.gammas, "gammas")
+        check_probe_settings(self.probe_gamma, self.granularity)
+        if self.search == "levels" and 2 in self.levels and not (min(self.gammas) < 1 < max(self.gammas)):
+            # Which side level 2 searches is known only after probing: refuse before any work is done.
+            raise ValueError(
+                f"gammas: level 2 searches below 1 (down-effective heads) or above 1 (up-effective heads), decided by "
+                f"the probes, so the grid needs gammas on both sides of 1; got {list(self.gammas)}"
+            )
 
     def to_json(self) -> dict:
         return {
