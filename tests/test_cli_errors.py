@@ -36,11 +36,14 @@ def files(tmp_path_factory):
         "other_profile": root / "qwen2-profile.json",
         "bare_profile": root / "bare-profile.json",
         "bad_results": root / "results_2026-01-01T00-00-00.json",
+        "busy": root / "busy",
     }
     paths["comma"].write_text("id,text,label\n" + "".join(csv_lines[:5]) + "n6,so bad, really,negative\n" + "".join(csv_lines[5:]), encoding="utf-8")
     paths["comma_first"].write_text("id,text,label\nn6,so bad, really,negative\n" + "".join(csv_lines), encoding="utf-8")
     paths["latin"].write_bytes(("id,text,label\n" + "".join(f"{row['id']},{row['text']} caf\xe9,{row['label']}\n" for row in rows)).encode("latin-1"))
     paths["folder"].mkdir()
+    paths["busy"].mkdir()
+    (paths["busy"] / "notes.txt").write_text("someone's notes\n", encoding="utf-8")
     paths["plain_file"].write_text("not a folder\n", encoding="utf-8")
     Profile.uniform(tiny_model("qwen2"), 2.0).save(paths["other_profile"])
     model = transformers.AutoModelForCausalLM.from_pretrained(paths["model"])
@@ -89,6 +92,11 @@ BEFORE_THE_MODEL = [
     ("evaluate-profile-folder-without-profile", ["evaluate", "--profile", "{folder}"], "folder' has no profile.json"),
     ("evaluate-profile-records-no-shots", ["evaluate", "--profile", "{bare_profile}", "--task", "{data}"], "--model is not given"),
     ("evaluate-seed-negative", ["evaluate", "--profile", "{bare_profile}", "--seed", "-1"], "argument --seed"),
+    ("out-is-a-file", _tune("--out", "{plain_file}"), "--out: '{plain_file}' is a file"),
+    ("out-not-empty", _tune("--out", "{busy}"), "--out: '{busy}' is not empty"),
+    ("out-holds-an-input", _tune("--out", "{model}/.."), "holds the input"),
+    ("evaluate-out-is-the-profile", ["evaluate", "--profile", "{other_profile}", "--model", "{model}", "--task", "{data}", "--shots", "0", "--seed", "0", "--out", "{other_profile}"], "--out: '{other_profile}' is the input --profile"),
+    ("probe-heads-out-not-empty", ["probe-heads", "--model", "{model}", "--task", "{data}", "--out", "{busy}"], "--out: '{busy}' is not empty"),
     ("export-out-exists", ["export", "--model", "{model}", "--out", "{folder}"], "--out: "),
     ("export-profile-missing", ["export", "--model", "{model}", "--profile", "{folder}/none.json", "--out", "{folder}/new"], "--profile: "),
     ("lm-eval-task-latin-1", ["lm-eval-task", "--task", "{latin}", "--out", "{folder}/lm"], "latin.csv' is not UTF-8"),
@@ -134,7 +142,7 @@ def test_refused_before_the_model_loads(files, template, expected, capsys, monke
     monkeypatch.setattr(zerotuning.cli, "load_model", _refuse)
     monkeypatch.setattr(zerotuning.models, "load_model", _refuse)
     assert main(_argv(template, files)) == 2
-    assert expected in _one_line(capsys)
+    assert expected.format(**files) in _one_line(capsys)
 
 
 @pytest.mark.parametrize("template, expected", [case[1:] for case in AFTER_THE_MODEL], ids=[case[0] for case in AFTER_THE_MODEL])
