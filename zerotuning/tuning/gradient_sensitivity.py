@@ -26,8 +26,8 @@ from ..hf import apply
 from ..hf.differentiable import trainable_log_gammas
 from ..profile import Profile
 from ..scoring.cost import CostLedger
-from ..scoring.encoding import ScoringSet, left_padded, length_sorted_batches
-from ..scoring.scorer import Scorer
+from ..scoring.encoding import ScoringSet, length_sorted_batches
+from ..scoring.scorer import Scorer, last_logits
 from .objectives import Objective, SupervisedObjective
 
 
@@ -71,8 +71,7 @@ def head_gradients(
     batches = length_sorted_batches(scoring_set.lengths(), scorer.batch_size)
     with trainable_log_gammas(model) as leaves, torch.enable_grad():
         for indices in tqdm(batches, desc=f"{scoring_set.name}: {description}", unit="batch", leave=False):
-            logits, tokens, padded = _forward(model, scorer, [scoring_set.token_ids[i] for i in indices], device)
-            ledger.record_forward(len(indices), tokens, padded)
+            logits = last_logits(model, [scoring_set.token_ids[i] for i in indices], scorer.pad_id, 1, ledger, device)[:, -1, :]
             surrogate = batch_surrogate(
                 logits,
                 scorer.answer_logits(logits),
@@ -87,15 +86,3 @@ def head_gradients(
         raise FloatingPointError(f"head gradients on {scoring_set.name}: non-finite values ({int((~np.isfinite(gradients)).sum())} heads)")
     return gradients
 
-
-def _forward(model, scorer: Scorer, token_lists, device):
-    input_ids, attention_mask = left_padded(token_lists, scorer.pad_id)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    output = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        position_ids=position_ids.to(device),
-        use_cache=False,
-        logits_to_keep=1,
-    )
-    return output.logits[:, -1, :].float(), int(attention_mask.sum()), attention_mask.numel()
