@@ -222,6 +222,8 @@ def test_forms_that_prefix_another_answer_are_dropped_and_canonical_prefixes_ref
     assert tokens.sequences == (((1, 2), (3, 2)), ((5,), (6,), (3, 7)), ((2,), (4,)))
     assert tokens.dropped_forms == ("ny: 'New'",)
     assert tokens.form_texts[1] == ("ny", "ny", "New y")
+    bare = answer_tokens(TableTokenizer(table, texts), ("new york", "ny", "york"), forms="full_sequence", prefix="")  # after an assistant header
+    assert bare.sequences == (((1, 2), (3, 2)), ((6,), (3, 7), (5,)), ((2,), (4,))) and bare.token_ids == (1, 6, 2)
     with pytest.raises(ValueError, match="are written the same"):
         answer_tokens(TableTokenizer(table, texts), ("york", "York"), forms="full_sequence")
 

@@ -89,7 +89,6 @@ def test_evaluate_a_classification_profile_with_also_generation(workspace, capsy
     ("extra", "message"),
     [
         (["--task", "CLS", "--max-new-tokens", "4"], "--max-new-tokens applies only to generation tasks"),
-        (["--task", "CLS", "--chat-template", "off"], "--chat-template applies only to generation tasks"),
         (["--task", "GEN", "--search", "levels", "--objective", "unsupervised", "--entropy-over", "vocab"], "--entropy-over applies to answer-token tasks only"),
         (["--task", "GEN", "--search", "levels", "--max-new-tokens", "0"], "--max-new-tokens: got 0"),
         (["--task", "GEN", "--search", "levels", "--chat-template", "on", "--shots", "500"], "demo split has"),

@@ -26,7 +26,8 @@ TUNED_RECORD = {
     "task_request": {"source": "sentiment"},
     "shots": 0,
     "seed": 0,
-    "settings": {"objective": {"name": "supervised"}, "chat_template": True, "tuning": {"levels": [1]}},
+    "settings": {"objective": {"name": "supervised"}, "chat_template": "on", "tuning": {"levels": [1]}},
+    "prompt_format": "chat",
 }
 HELD_OUT = {
     "examples": 50,
@@ -99,7 +100,7 @@ def test_the_model_card_shows_the_base_model_the_run_and_the_held_out_intervals(
     assert "| shape | 2 layers x 4 query heads (2 kv heads) |" in card
     assert profile.identity.config_fingerprint in card
     assert "| 1.5 | 4 | 1 |" in card  # gamma 1.5 on the 4 heads of layer 1
-    assert "| chat template | yes |" in card and "| task | `sentiment` |" in card
+    assert "| chat template | yes (the tokenizer's chat template) |" in card and "| task | `sentiment` |" in card
     assert "| calibration accuracy | 0.750 on 40 examples |" in card
     assert "| tuned | 0.760 [0.640, 0.880] |" in card and "| baseline | 0.700 [0.580, 0.820] |" in card
     assert "| tuned vs baseline | +0.060 [-0.020, +0.140] | 0.25 |" in card

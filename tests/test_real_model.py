@@ -151,6 +151,32 @@ SANE_ANSWERS = {  # (task, first user turn) -> a wrong reference
 
 
 @pytest.mark.real_model
+def test_chat_template_prompts_start_with_one_im_start_which_is_the_sink(smollm2):
+    from sink_capture import scored_batch_sinks
+
+    from zerotuning.scoring import prepare_task
+    from zerotuning.scoring.scorer import pad_id_of
+    from zerotuning.tasks import TaskRequest, load_task
+
+    model, tokenizer = smollm2
+    task = load_task(TaskRequest(source="sentiment"))
+    prepared = prepare_task(task, tokenizer, shots=2, seed=0, chat_template="on")
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert tokenizer.bos_token_id == im_start and prepared.prompt_format.add_special_tokens is False
+    token_lists = list(prepared.sets["test"].token_ids[:6])
+    for ids in token_lists:
+        assert ids[0] == im_start and ids[1] != im_start, "one <|im_start|> first, never a second BOS"
+        assert tokenizer.decode(list(ids[:2])) == "<|im_start|>system"
+        assert tokenizer.decode(list(ids[-4:])) == "<|im_start|>assistant\n"
+    # The answers are read right after the assistant header, as bare words (no leading space).
+    assert [tokenizer.decode([token]) for token in prepared.answer_tokens.token_ids] == list(task.spec.labels)
+    assert len({len(ids) for ids in token_lists}) > 1, "rows of different lengths: some are left-padded"
+    input_ids, sink_index = scored_batch_sinks(model, token_lists, pad_id_of(tokenizer))
+    for row, ids in enumerate(token_lists):
+        assert sink_index[row] == input_ids.shape[1] - len(ids) and input_ids[row, sink_index[row]] == im_start
+
+
+@pytest.mark.real_model
 @pytest.mark.parametrize("task_name", ["short_answers", "short_answers_multiturn"])
 def test_sane_greedy_answers_to_builtin_generation_questions(smollm2, task_name):
     import dataclasses

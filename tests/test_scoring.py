@@ -193,6 +193,12 @@ def test_surface_forms_collect_each_answers_first_tokens_and_drop_shared_ones():
     assert letters.forms == ((11, 12), (15, 16))  # an option letter has no lower-case form ("a" is a word)
     merged = answer_tokens(ChunkTokenizer(), ("yes", "no"))  # "Answer:yes" re-chunks the cue: no form without the space
     assert merged.form_texts == ((" yes", " Yes"), (" no", " No"))
+    # After an assistant header (prefix ""), the canonical form is the bare word; the spaced forms still count.
+    bare = answer_tokens(TableTokenizer(table), ("up", "down"), prefix="")
+    assert bare.token_ids == (2, 6) and bare.token_counts == (2, 1) and bare.forms == ((2, 1, 3), (6, 5, 7))
+    assert answer_tokens(TableTokenizer(table), ("up", "down"), forms="first_token", prefix="").forms == ((2,), (6,))
+    with pytest.raises(ValueError, match="prefix: got '.+', expected ' ' .after a plain cue."):
+        answer_tokens(TableTokenizer(table), ("up", "down"), prefix="\n")
 
 
 def test_scorer_sums_the_mass_of_every_surface_form(tmp_path):

@@ -31,6 +31,7 @@ from .generation.formats import CHAT_TEMPLATE_CHOICES
 from .tuning.head_probing import GRANULARITIES
 from .evaluation.out_of_fold import DEFAULT_FOLDS
 from .scoring.answer_tokens import ANSWER_FORMS
+from .scoring.option_format import OPTION_TASK_DEFAULT
 from .tuning.objectives import CALIBRATIONS, ENTROPY_CHOICES
 from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, PROBES, SEARCHES, TuningConfig
 
@@ -238,6 +239,18 @@ def _add_run_options(parser: argparse.ArgumentParser, recorded_defaults: bool = 
         "continuation, for multi-token answers); auto: surface, or full_sequence where answers share their first token"
         + (recorded or "; default: auto"),
     )
+    group.add_argument(
+        "--chat-template",
+        choices=CHAT_TEMPLATE_CHOICES,
+        default=None,
+        help="how prompts are rendered. on: through the tokenizer's chat template (an option task: instruction and example as "
+        "the user turn, demonstrations as earlier user/assistant turns, the answer scored right after the assistant header "
+        "without a leading space; a generation task: its conversation, the end-of-turn token ends the answer); off: plain "
+        "text (an option task: the paper's 'Answer:' prompt; a generation task: Question:/Answer: lines); auto: on when the "
+        "tokenizer has a template. Default: off for classification and multiple-choice tasks, auto for generation tasks"
+        + ("; as recorded in the profile. With --also-generation it sets the generation task's rendering only: the "
+           "evaluated task keeps the profile's" if recorded_defaults else ""),
+    )
 
 
 def _add_objective_options(parser: argparse.ArgumentParser) -> None:
@@ -281,14 +294,6 @@ LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS,
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation tasks", "only for a task of kind generation (or --also-generation)")
     group.add_argument("--max-new-tokens", type=int, default=None, help=f"greedy answer budget in tokens (default {_default_new_tokens()}; an answer without an end of turn by then counts as unfinished)")
-    group.add_argument(
-        "--chat-template",
-        choices=CHAT_TEMPLATE_CHOICES,
-        default=None,
-        help="how a generation task's conversation is rendered: on: the tokenizer's chat template (its end-of-turn token ends "
-        "the answer); off: Question:/Answer: lines (a newline ends the answer); auto (the default for generation tasks): "
-        "on when the tokenizer has a template. With --also-generation it sets the generation task's rendering",
-    )
 
 
 def _default_new_tokens() -> int:
@@ -407,7 +412,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.max_generation_test is not None and args.also_generation is None:
         raise ValueError("--max-generation-test applies only with --also-generation")
     recorded_generation = recorded.fields.get("settings", {}).get("generation", {}) if generation else {}
-    settings = _generation_settings(args, TuningConfig(), recorded_generation) if generation else _settings(args, TuningConfig())
+    chat_template = _evaluated_chat_template(args, recorded) if not generation else None
+    settings = _generation_settings(args, TuningConfig(), recorded_generation) if generation else _settings(args, TuningConfig(), chat_template)
     collateral = _collateral_task(args) if args.also_generation is not None else None  # before the model: fails fast
     # Zero-shot: the shots recorded for the profile's own task say nothing about the generation task.
     collateral_settings = replace(_generation_settings(args, TuningConfig(), check=False), shots=0) if collateral is not None else None
@@ -438,10 +444,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         results["also_generation_predictions"] = also["predictions"]
         print(f"\ncollateral: generation task {collateral.spec.name!r}")
         print(format_generation_table(also["test"]))
+    if not generation:
+        results["overrides"] = run_record.overrides(recorded, {"chat_template": settings.chat_template})
     if out is not None:
         run_record.write_evaluation(results, out, results.pop("also_generation_predictions", None))
         print(f"wrote {args.out}")
     return 0
+
+
+def _evaluated_chat_template(args: argparse.Namespace, recorded) -> str:
+    """The evaluated option task's --chat-template: given (not with --also-generation, where it is the generation task's), else the profile's."""
+    if args.chat_template is not None and args.also_generation is None:
+        return args.chat_template
+    return recorded.recorded_setting("chat_template", OPTION_TASK_DEFAULT)  # profiles from before the option: plain
 
 
 def _probe_heads(args: argparse.Namespace) -> int:
@@ -480,13 +495,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
+def _settings(args: argparse.Namespace, tuning: TuningConfig, chat_template: str | None = None) -> RunSettings:
+    """Settings of an answer-token run; ``chat_template``, when given, wins over --chat-template (evaluate's recorded one)."""
     from .tuning.experiment import RunSettings
 
-    if getattr(args, "also_generation", None) is None:
-        for option in ("max_new_tokens", "chat_template"):
-            if getattr(args, option, None) is not None:
-                raise ValueError(f"--{option.replace('_', '-')} applies only to generation tasks (or with --also-generation); the task is not one")
+    if getattr(args, "also_generation", None) is None and getattr(args, "max_new_tokens", None) is not None:
+        raise ValueError("--max-new-tokens applies only to generation tasks (or with --also-generation); the task is not one")
     return RunSettings(
         shots=args.shots,
         seed=args.seed,
@@ -499,6 +513,7 @@ def _settings(args: argparse.Namespace, tuning: TuningConfig) -> RunSettings:
         answer_forms=args.answer_forms,
         calibration=getattr(args, "objective_calibration", "label_bias"),
         folds=getattr(args, "folds", DEFAULT_FOLDS),
+        chat_template=chat_template or args.chat_template or OPTION_TASK_DEFAULT,
     )
 
 
@@ -594,8 +609,9 @@ def _load_model(args: argparse.Namespace):
 
 
 def _scoring_text(results: dict) -> str:
-    scoring = results["task"]["answer_scoring"]
-    return f"answers scored by: {scoring['mode']} ({scoring['reason']})"
+    scoring, prompt_format = results["task"]["answer_scoring"], results["task"]["prompt_format"]
+    rendering = "the tokenizer's chat template" if prompt_format["name"] == "chat" else "plain text"
+    return f"prompts: {rendering} (--chat-template {prompt_format['chat_template']}); answers scored by: {scoring['mode']} ({scoring['reason']})"
 
 
 def _heads_text(heads) -> str:

@@ -84,7 +84,7 @@ def _tuning_section(record: dict) -> str:
     rows = [
         ("model spec", f"`{record.get('model', '?')}`"),
         ("task", f"`{request.get('source', '?')}`"),
-        ("chat template", "yes" if settings.get("chat_template") else "no"),
+        ("chat template", _chat_template_text(record.get("prompt_format"), settings)),
         ("shots", str(record.get("shots", "?"))),
         ("seed", str(record.get("seed", "?"))),
         ("objective", str(objective)),
@@ -100,6 +100,14 @@ def _tuning_section(record: dict) -> str:
     if tuning:
         text += f"\nSearch settings: `{json.dumps(tuning, sort_keys=True)}`\n"
     return text
+
+
+def _chat_template_text(prompt_format: str | None, settings: dict) -> str:
+    """Whether prompts went through the tokenizer's chat template (older records: what was asked for, if anything)."""
+    if prompt_format is not None:
+        return "yes (the tokenizer's chat template)" if prompt_format == "chat" else "no (plain prompts)"
+    requested = settings.get("chat_template", (settings.get("generation") or {}).get("chat_template"))
+    return "no (plain prompts)" if requested in (None, "off", False) else f"asked for: {requested} (resolution not recorded)"
 
 
 def _scoring_text(scoring: dict | None, settings: dict) -> str:

@@ -8,6 +8,10 @@ context) and its first token kept; an answer's probability is the total probabil
 distinct first tokens (``"surface"``). ``"first_token"`` keeps only the canonical form
 (``" <answer>"`` as given), the scorer before surface forms.
 
+Through a chat template (``zerotuning.scoring.option_format``) the cue is the template's generation
+prompt (e.g. ``<|im_start|>assistant\n``) and the canonical form has no leading space
+(``prefix=""``): an assistant turn starts with its first word, not with a space.
+
 A multi-token answer is thus scored by its first tokens: exact for the prediction among answers as
 long as no first token is shared between answers; a non-canonical form whose first token another
 answer's form also starts with is dropped from both (recorded). When two answers' canonical first
@@ -83,14 +87,16 @@ class AnswerTokens:
         return {"mode": self.mode, "requested": self.requested, "reason": self.reason, "dropped_forms": list(self.dropped_forms)}
 
 
-def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, forms: str = AUTO) -> AnswerTokens:
-    """Find each answer's scored tokens; raise if two answers would be indistinguishable."""
+def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, forms: str = AUTO, prefix: str = " ") -> AnswerTokens:
+    """Find each answer's scored tokens after ``cue`` (canonical form ``prefix + answer``); raise if two answers would be indistinguishable."""
     if forms not in ANSWER_FORMS:
         raise ValueError(f"forms: got {forms!r}, expected one of {ANSWER_FORMS}")
+    if prefix not in ("", " "):
+        raise ValueError(f"prefix: got {prefix!r}, expected ' ' (after a plain cue) or '' (after an assistant header)")
     cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
     canonical = []
     for answer in answers:
-        full_ids = _after_cue(tokenizer, cue, cue_ids, f" {answer}")
+        full_ids = _after_cue(tokenizer, cue, cue_ids, f"{prefix}{answer}")
         if full_ids is None:
             raise ValueError(
                 f"answer {answer!r}: the tokenizer merges it into the cue {cue!r}, "
@@ -105,7 +111,7 @@ def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, fo
         from .sequences import full_sequence_answer_tokens  # one module per scoring idea; it builds on this one
 
         reason = "asked for" if forms == FULL_SEQUENCE else f"auto: {clash}"
-        return full_sequence_answer_tokens(tokenizer, cue, cue_ids, tuple(answers), tuple(canonical), requested=forms, reason=reason)
+        return full_sequence_answer_tokens(tokenizer, cue, cue_ids, tuple(answers), tuple(canonical), requested=forms, reason=reason, prefix=prefix)
     if clash:
         raise ValueError(
             f"{clash}, so one forward pass cannot tell them apart; score whole answers with --answer-forms "
@@ -113,7 +119,7 @@ def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, fo
         )
     if forms == FIRST_TOKEN:
         return AnswerTokens(tuple(answers), tuple(token_ids), tuple(token_texts), tuple(token_counts))
-    candidates = [_form_tokens(tokenizer, cue, cue_ids, answer, token) for answer, token in zip(answers, token_ids)]
+    candidates = [_form_tokens(tokenizer, cue, cue_ids, answer, token, prefix) for answer, token in zip(answers, token_ids)]
     kept, dropped = _drop_shared_forms(tokenizer, answers, candidates, token_ids)
     return AnswerTokens(
         tuple(answers),
@@ -129,11 +135,12 @@ def answer_tokens(tokenizer, answers: tuple[str, ...], cue: str = ANSWER_CUE, fo
     )
 
 
-def surface_forms(answer: str) -> list[str]:
-    """The ways a model may write ``answer`` after the cue: the canonical ``" answer"`` first."""
+def surface_forms(answer: str, prefix: str = " ") -> list[str]:
+    """The ways a model may write ``answer`` after the cue: the canonical ``prefix + answer`` first."""
     words = [answer] if len(answer) == 1 else [answer, answer.lower(), answer[:1].upper() + answer[1:].lower()]  # "a" is no option letter
     words = list(dict.fromkeys(words))
-    return [f" {word}" for word in words] + words
+    spaced, bare = [f" {word}" for word in words], words
+    return spaced + bare if prefix else bare + spaced
 
 
 def _after_cue(tokenizer, cue: str, cue_ids: list[int], form: str) -> list[int] | None:
@@ -144,9 +151,9 @@ def _after_cue(tokenizer, cue: str, cue_ids: list[int], form: str) -> list[int] 
     return full_ids[len(cue_ids) :]
 
 
-def _form_tokens(tokenizer, cue: str, cue_ids: list[int], answer: str, canonical: int) -> list[int]:
+def _form_tokens(tokenizer, cue: str, cue_ids: list[int], answer: str, canonical: int, prefix: str) -> list[int]:
     ids = [canonical]
-    for form in surface_forms(answer)[1:]:
+    for form in surface_forms(answer, prefix)[1:]:
         tokens = _after_cue(tokenizer, cue, cue_ids, form)
         if tokens is None or not tokenizer.decode([tokens[0]]).strip() or tokens[0] in ids:
             continue  # merged into the cue, or a whitespace-only first token: says nothing about the answer

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from .answer_tokens import FULL_SEQUENCE, AnswerTokens, _after_cue, surface_forms
 
 
-def full_sequence_answer_tokens(tokenizer, cue: str, cue_ids: list[int], answers: tuple[str, ...], canonical: tuple[tuple[int, ...], ...], *, requested: str, reason: str) -> AnswerTokens:
+def full_sequence_answer_tokens(
+    tokenizer, cue: str, cue_ids: list[int], answers: tuple[str, ...], canonical: tuple[tuple[int, ...], ...], *, requested: str, reason: str, prefix: str = " "
+) -> AnswerTokens:
     """Each answer's kept forms as token sequences (canonical first); raise if canonical ones cannot be told apart."""
     texts = [tokenizer.decode(list(ids)) for ids in canonical]
     for first in range(len(answers)):
@@ -31,7 +33,7 @@ def full_sequence_answer_tokens(tokenizer, cue: str, cue_ids: list[int], answers
                 raise ValueError(f"answers {answers[second]!r} and {answers[first]!r} are written the same ({texts[first]!r}): choose other label words")
             if _is_prefix(canonical[first], canonical[second]):
                 raise ValueError(_prefix_message(answers[first], texts[first], answers[second], texts[second]))
-    candidates = [_sequence_forms(tokenizer, cue, cue_ids, answer, ids) for answer, ids in zip(answers, canonical)]
+    candidates = [_sequence_forms(tokenizer, cue, cue_ids, answer, ids, prefix) for answer, ids in zip(answers, canonical)]
     kept, dropped = [], []
     for index, forms in enumerate(candidates):
         keep = []
@@ -90,9 +92,9 @@ class SequencePlan:
         return len(self.continuations)
 
 
-def _sequence_forms(tokenizer, cue: str, cue_ids: list[int], answer: str, canonical: tuple[int, ...]) -> list[tuple[int, ...]]:
+def _sequence_forms(tokenizer, cue: str, cue_ids: list[int], answer: str, canonical: tuple[int, ...], prefix: str) -> list[tuple[int, ...]]:
     forms = [canonical]
-    for form in surface_forms(answer)[1:]:
+    for form in surface_forms(answer, prefix)[1:]:
         tokens = _after_cue(tokenizer, cue, cue_ids, form)
         if tokens is not None and tuple(tokens) not in forms:
             forms.append(tuple(tokens))

@@ -3,7 +3,7 @@
 from .builtin import builtin_task_names
 from .columns import ANSWER_FORMATS, ColumnMapping
 from .loader import TaskRequest, load_task
-from .prompts import ANSWER_CUE, default_instruction, draw_demonstrations, render_prompt
+from .prompts import ANSWER_CUE, default_instruction, draw_demonstrations, render_messages, render_prompt
 from .splits import SplitPlan
 from .task import CLASSIFICATION, GENERATION, MULTIPLE_CHOICE, SPLITS, TASK_KINDS, Example, Task, TaskSpec
 
@@ -25,5 +25,6 @@ __all__ = [
     "default_instruction",
     "draw_demonstrations",
     "load_task",
+    "render_messages",
     "render_prompt",
 ]

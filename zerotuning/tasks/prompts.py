@@ -3,13 +3,18 @@
 Zero-shot classification reads ``<instruction>\\n<input_name>: <text>\\nAnswer:``; multiple choice
 reads ``<question>\\nA. ...\\nB. ...\\nAnswer:`` (the instruction line only when the task has one).
 Demonstrations are the same blocks with their answer filled in, separated by blank lines.
+
+``render_messages`` gives the same prompt as chat turns, for a tokenizer's chat template: each
+demonstration a user turn (its block) and an assistant turn (its answer), then the example's block
+as the last user turn; the instruction opens the first user turn. The blocks keep their cue, so
+the turns hold exactly the plain prompt's text and only the template's wrapping differs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .task import CLASSIFICATION, OPTION_LETTERS, Example, Task, TaskSpec
+from .task import CLASSIFICATION, OPTION_LETTERS, Example, Message, Task, TaskSpec
 
 ANSWER_CUE = "Answer:"
 
@@ -33,6 +38,17 @@ def render_prompt(spec: TaskSpec, example: Example, demonstrations: tuple[Exampl
     blocks.append(_block(spec, example))
     body = "\n\n".join(blocks)
     return f"{spec.instruction}\n{body}" if spec.instruction else body
+
+
+def render_messages(spec: TaskSpec, example: Example, demonstrations: tuple[Example, ...] = ()) -> tuple[Message, ...]:
+    """The prompt as chat turns ending with the example's user turn (the model answers in the next, assistant turn)."""
+    messages: list[Message] = []
+    for demo in demonstrations:
+        messages += [("user", _block(spec, demo)), ("assistant", answer_text(spec, demo))]
+    messages.append(("user", _block(spec, example)))
+    if spec.instruction:
+        messages[0] = ("user", f"{spec.instruction}\n{messages[0][1]}")
+    return tuple(messages)
 
 
 def draw_demonstrations(task: Task, shots: int, seed: int) -> tuple[Example, ...]:

@@ -11,6 +11,7 @@ from ..hf import remove
 from ..profile import ModelIdentity, Profile
 from ..scoring.cost import CostLedger
 from ..scoring.prepared_task import PreparedTask, prepare_task
+from ..scoring.option_format import OPTION_TASK_DEFAULT
 from ..scoring.records import ScoredSplit
 from ..scoring.scorer import make_scorer
 from ..tasks.task import Task
@@ -40,6 +41,7 @@ class RunSettings:
     answer_forms: str = "auto"
     calibration: str = "label_bias"
     folds: int = DEFAULT_FOLDS
+    chat_template: str = OPTION_TASK_DEFAULT  # off, on or auto: prompts through the tokenizer's chat template (scoring/option_format.py)
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +53,7 @@ class RunSettings:
             "tuning": self.tuning.to_json(),
             "bootstrap_resamples": self.resamples,
             "answer_forms": self.answer_forms,
+            "chat_template": self.chat_template,
         }
 
     def make_objective(self) -> Objective:
@@ -65,7 +68,9 @@ class Session:
         self.settings = settings
         self.ledger = CostLedger()
         with self.ledger.stage("tokenisation"):
-            self.prepared: PreparedTask = prepare_task(task, tokenizer, shots=settings.shots, seed=settings.seed, answer_forms=settings.answer_forms)
+            self.prepared: PreparedTask = prepare_task(
+                task, tokenizer, shots=settings.shots, seed=settings.seed, answer_forms=settings.answer_forms, chat_template=settings.chat_template
+            )
         self.space = CandidateSpace.for_model(model, settings.layers)
         scorer = make_scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
         self.rows_per_example = scorer.rows_per_example

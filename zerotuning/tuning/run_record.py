@@ -20,6 +20,7 @@ from ..models import load_record
 from ..output_paths import OutputFiles, RunFolder
 from ..plots import plot_head_effects, plot_metric_vs_gamma
 from ..profile import Profile
+from ..scoring.option_format import OPTION_TASK_DEFAULT
 from ..tasks.loader import TaskRequest
 from .experiment import RunSettings
 from .head_probing import HeadProbes
@@ -148,9 +149,23 @@ class RecordedRun:
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"profile {str(self.path)!r}: the recorded task request is not readable ({error!r}); give --task") from None
 
+    def recorded_setting(self, name: str, default: Any) -> Any:
+        """The value of ``name`` in the recorded run settings (``default`` when the profile predates it)."""
+        return self.fields.get("settings", {}).get(name, default)
+
     def describe(self) -> str:
         level = self.fields.get("level", "?")
         return f"{'' if level == 'budgeted' else 'level '}{level}, gamma {self.fields.get('gamma', '?')}"
+
+
+def overrides(recorded: RecordedRun, used: dict[str, Any]) -> dict:
+    """The run settings an evaluation used that differ from the profile's (a profile that predates one: its default)."""
+    defaults = {"chat_template": OPTION_TASK_DEFAULT}
+    return {
+        name: {"profile": recorded.recorded_setting(name, defaults.get(name)), "used": value}
+        for name, value in used.items()
+        if recorded.recorded_setting(name, defaults.get(name)) != value
+    }
 
 
 def write_tuning_run(
@@ -164,6 +179,8 @@ def write_tuning_run(
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
         if "answer_scoring" in results["task"]:  # classification and multiple choice; generation tasks have no answer tokens
             level_result.profile.metadata[RECORD_KEY]["answer_scoring"] = results["task"]["answer_scoring"]
+        # The resolved rendering (--chat-template auto resolves per tokenizer): "chat" or "plain".
+        level_result.profile.metadata[RECORD_KEY]["prompt_format"] = results["task"]["prompt_format"]["name"]
     record_held_out(tuning.selected.profile, results["test"])
     objective = settings.make_objective()
     results["files"] = {"profile": str(folder.path / "profile.json"), "metric_vs_gamma": str(folder.path / "metric_vs_gamma.png")}
