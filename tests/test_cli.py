@@ -161,6 +161,60 @@ def test_gradient_probes_cost_one_forward_and_backward_per_batch(workspace, caps
     assert "--probes: only used with --search levels" in capsys.readouterr().err
 
 
+def test_level3_fits_saves_plots_and_round_trips_its_profile(workspace, capsys):
+    root, model_folder, data = workspace
+    out = root / "level3-run"
+    code = main([
+        "tune", "--model", str(model_folder), "--task", str(data), "--search", "levels", "--levels", "0,3", "--layers", "1",
+        "--fit-steps", "4", "--fit-learning-rate", "0.3", "--fit-prior", "0.01", "--batch-size", "16", "--bootstrap-resamples", "100",
+        "--out", str(out),
+    ])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["tuning"]["levels"] == [0, 3] and results["settings"]["tuning"]["fit_steps"] == 4
+    fit = results["tuning"]["levels"]["3"]["fit"]
+    assert fit["steps"] == 4 and 1 <= fit["steps_run"] <= 4 and 0 <= fit["best_step"] <= fit["steps_run"]
+    assert fit["fit_examples"] + fit["held_out_examples"] == results["splits"]["calibration"] and fit["layers"] == [1]
+    assert len(fit["held_out_losses"]) == fit["steps_run"] + 1 and fit["peak_rss_mib"] > 0
+    stages = results["cost"]["stages"]
+    # 29 calibration examples: 22 to fit (2 batches of <= 16) and 7 held out (1 batch); each step a backward per fit batch
+    assert stages["level3.fit"]["backward_passes"] == 2 * fit["steps_run"]
+    assert stages["level3.fit"]["forward_passes"] == 2 * fit["steps_run"] + fit["steps_run"] + 1
+    assert "level3" in results["cost"]["tuning"]["stages"]
+    assert (out / "fitted_gammas.png").read_bytes()[:8] == PNG_MAGIC
+    saved = Profile.load(out / "profile_level3.json")
+    assert saved.metadata["zerotuning"]["level"] == 3 and saved.gammas[0] == [1.0] * 4
+    if fit["best_step"]:
+        assert len({gamma for gamma in saved.gammas[1]}) > 1  # one gamma per head
+    code = main(["evaluate", "--profile", str(out / "profile_level3.json"), "--bootstrap-resamples", "100", "--out", str(root / "level3-eval.json")])
+    assert code == 0
+    evaluation = json.loads((root / "level3-eval.json").read_text())
+    assert evaluation["test"]["methods"]["tuned"]["accuracy"]["estimate"] == results["test_per_level"]["3"]["accuracy"]
+    assert evaluation["calibration"]["tuned"]["mean_answer_log_likelihood"] == pytest.approx(results["tuning"]["levels"]["3"]["calibration"]["mean_answer_log_likelihood"])
+
+
+def test_level3_options_are_checked_before_the_model_loads(workspace, capsys):
+    root, _, data = workspace
+    missing_model = str(root / "no-such-model")  # loading it would fail: every refusal below comes first
+    base = ["tune", "--model", missing_model, "--task", str(data), "--out", str(root / "refused")]
+    cases = [
+        (["--search", "levels", "--levels", "0,1", "--fit-steps", "3"], "--fit-steps: only used with level 3, but --levels is 0,1"),
+        (["--search", "levels", "--fit-prior", "1"], "--fit-prior: only used with level 3, but --levels is 0,1,2"),
+        (["--fit-learning-rate", "0.1"], "--fit-learning-rate: only used with --search levels"),
+        (["--search", "levels", "--levels", "3", "--fit-steps", "0"], "--fit-steps"),
+        (["--search", "levels", "--levels", "3", "--fit-prior", "-1"], "--fit-prior"),
+        (["--search", "levels", "--levels", "3", "--fit-prior", "nan"], "--fit-prior"),
+        (["--search", "levels", "--levels", "3", "--fit-learning-rate", "inf"], "--fit-learning-rate"),
+        (["--search", "levels", "--levels", "3,4"], "--levels"),
+        (["--search", "levels", "--levels", "3", "--answer-forms", "full_sequence"], "level 3 (--levels): needs answer-position scoring"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    code = main(["tune", "--model", missing_model, "--task", "short_answers", "--search", "levels", "--levels", "3", "--out", str(root / "refused")])
+    assert code == 2 and "a generation task has none" in capsys.readouterr().err
+
+
 def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
     root, model_folder, _ = workspace
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "missing.jsonl"), "--out", str(root / "x")])

@@ -247,3 +247,16 @@ def test_push_to_hub_needs_an_owner_and_name(model):
 def test_the_fingerprint_is_the_same_under_every_transformers_version(family, fingerprint):
     """Recorded under transformers 5.18 and checked under 4.57.6 (.venv-tf4): a saved profile keeps matching its model."""
     assert config_fingerprint(tiny_config(family)) == fingerprint
+
+
+def test_the_card_summarises_fitted_per_head_gammas_per_layer():
+    identity = ModelIdentity("llama", 3, 8, 2)
+    gammas = [[1.0] * 8, [1 + 0.1 * head for head in range(1, 9)], [0.5 + 0.05 * head for head in range(8)]]
+    profile = Profile(identity, gammas)
+    profile.metadata[RECORD_KEY] = {**json.loads(json.dumps(TUNED_RECORD)), "level": 3, "gamma": 1.2, "heads": "all"}
+    card = render_model_card(profile)
+    assert "16 of 24 heads have a gamma other than 1.0" in card
+    assert "| 1 | 1.1 | 1.8 | 8 |" in card and "| 2 | 0.5 | 0.85 | 8 |" in card  # one row per changed layer, not per value
+    assert "level 3, a gamma per head fitted on every head of the tunable layers (geometric mean 1.2)" in card
+    profile.metadata[RECORD_KEY].update(level=1, gamma=1.5)
+    assert "level 1, gamma 1.5 on every head of the tunable layers" in render_model_card(profile)  # "all" is every head, not 3

@@ -1,4 +1,4 @@
-"""Objectives, grid search, head probing and the three levels, on synthetic objectives with known optima."""
+"""Objectives, grid search, head probing and the levels, on synthetic objectives with known optima."""
 
 from __future__ import annotations
 
@@ -188,9 +188,35 @@ def test_level_two_stays_neutral_when_no_head_matters_and_rejects_a_grid_on_the_
         tune(space, cached, make_objective("supervised"), TuningConfig(levels=(2,), gammas=(0.25, 0.5)), ledger, cached(space.neutral(), "b"))
 
 
+def test_level3_is_selected_by_the_same_calibration_rule_and_kept_neutral_when_early_stopping_says_so():
+    space = synthetic_space(layers=(0,))
+    ledger = CostLedger()
+    scorer = ScoreCache(CountingScorer(layer_zero_only=True), ledger)
+    baseline = scorer(space.neutral(), "baseline")
+    fitted = Profile(space.identity, [[3.0, 3.0, 1 / 3, 1.0], [1.0] * 4, [1.0] * 4])  # the synthetic optimum of each head
+
+    def fit(fit_space, settings):
+        assert fit_space is space and settings.steps == 5
+        return fitted, {"best_step": 2, "steps_run": 5}
+
+    config = TuningConfig(search="levels", levels=(1, 3), gammas=(0.5, 2.0, 3.0), fit_steps=5)
+    result = tune(space, scorer, make_objective("supervised"), config, ledger, baseline, fit_gammas=fit)
+    assert result.selected_level == 3 and result.selected.profile is fitted and result.selected.heads is None
+    assert result.levels[3].key > result.levels[1].key and result.levels[3].to_json()["fit"]["best_step"] == 2
+    assert result.selected.gamma == pytest.approx(math.exp((2 * math.log(3.0) - math.log(3.0)) / 4))
+    assert "level3.fit" in result.levels[3].cost
+
+    stopped = tune(space, scorer, make_objective("supervised"), config, ledger, baseline, fit_gammas=lambda *_: (fitted, {"best_step": 0, "steps_run": 3}))
+    assert stopped.levels[3].profile.gammas == space.neutral().gammas and "early stopping kept the untouched model" in stopped.levels[3].note
+    assert stopped.selected_level == 1  # the level 3 tie with the baseline loses to level 1's gain
+
+
 def test_tuning_config_validates_levels_and_gammas():
-    with pytest.raises(ValueError, match="levels: got \\[3\\]"):
-        TuningConfig(levels=(3,))
+    with pytest.raises(ValueError, match="levels: got \\[4\\]"):
+        TuningConfig(levels=(4,))
+    with pytest.raises(ValueError, match="fit_steps"):
+        TuningConfig(levels=(3,), fit_steps=0)
+    assert TuningConfig().levels == (0, 1, 2)  # level 3 only when asked for
     with pytest.raises(ValueError, match="fixed_gamma"):
         TuningConfig(fixed_gamma=-1.0)
 

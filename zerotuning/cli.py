@@ -33,7 +33,8 @@ from .evaluation.out_of_fold import DEFAULT_FOLDS
 from .scoring.answer_tokens import ANSWER_FORMS
 from .scoring.option_format import OPTION_TASK_DEFAULT
 from .tuning.objectives import CALIBRATIONS, ENTROPY_CHOICES
-from .tuning.tuner import DEFAULT_GAMMAS, LEVELS, PROBES, SEARCHES, TuningConfig
+from .tuning.fit_settings import FitSettings
+from .tuning.tuner import DEFAULT_GAMMAS, DEFAULT_LEVELS, PROBES, SEARCHES, TuningConfig
 
 if TYPE_CHECKING:
     from .generation.experiment import GenerationSettings
@@ -288,7 +289,11 @@ def _add_probe_options(parser: argparse.ArgumentParser, levels_only: bool = Fals
     )
 
 
-LEVEL_OPTIONS = {"levels": LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head", "probes": "forward"}
+FIT_OPTIONS = {"fit_steps": FitSettings.steps, "fit_learning_rate": FitSettings.learning_rate, "fit_prior": FitSettings.prior}
+LEVEL_OPTIONS = {
+    "levels": DEFAULT_LEVELS, "fixed_gamma": 2.0, "gammas": DEFAULT_GAMMAS, "probe_gamma": 2.0, "granularity": "head", "probes": "forward",
+    **FIT_OPTIONS,
+}
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -316,10 +321,14 @@ def _add_tuning_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--budget", type=cli_checks.positive_number, default=None, help="budgeted: the share of the published protocol's passes (baseline + one probe per head index + a 7-point grid) the tuning may spend, baseline included; default: 0.25")
     group = parser.add_argument_group("levels (with --search levels)")
-    group.add_argument("--levels", type=_int_list, default=None, help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind; default: 0,1,2")
+    group.add_argument("--levels", type=_int_list, default=None, help="levels to run: 0 fixed gamma on all heads, 1 gamma grid on all heads, 2 head probing + grid on the dominant kind, 3 a gamma per head fitted by gradient steps on the calibration split; default: 0,1,2")
     group.add_argument("--fixed-gamma", type=cli_checks.positive_number, default=None, help="level 0's gamma; default: 2")
     group.add_argument("--gammas", type=cli_checks.positive_numbers, default=None, help="gamma grid of levels 1 and 2 (level 2 uses the side of 1 its heads need); default: " + ",".join(f"{gamma:g}" for gamma in DEFAULT_GAMMAS))
     _add_probe_options(parser, levels_only=True)
+    group = parser.add_argument_group("level 3 (with --search levels --levels ...3)", "a log-gamma per (layer, head) of --layers, fitted by Adam on the answers' cross-entropy (unsupervised: their entropy) on three quarters of the calibration split, kept at the step with the lowest loss on the other quarter")
+    group.add_argument("--fit-steps", type=cli_checks.integer_at_least(1), default=None, help=f"most gradient steps (each a forward and a backward pass over the fit fold); default: {FitSettings.steps}")
+    group.add_argument("--fit-learning-rate", type=cli_checks.positive_number, default=None, help=f"Adam's learning rate (about the change of each log-gamma per step); default: {FitSettings.learning_rate:g}")
+    group.add_argument("--fit-prior", type=cli_checks.non_negative_number, default=None, help=f"strength of the L2 prior on log-gamma towards gamma = 1 (0: none, inf: every gamma stays 1); default: {FitSettings.prior:g}")
 
 
 def _tuning_config(args: argparse.Namespace) -> TuningConfig:
@@ -327,13 +336,17 @@ def _tuning_config(args: argparse.Namespace) -> TuningConfig:
     if args.search != "levels" and given:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ValueError(f"{options}: only used with --search levels, but --search is {args.search!r}")
+    fit_given = [name for name in FIT_OPTIONS if getattr(args, name) is not None]
+    if args.search == "levels" and fit_given and 3 not in (args.levels or DEFAULT_LEVELS):
+        options = ", ".join("--" + name.replace("_", "-") for name in fit_given)
+        raise ValueError(f"{options}: only used with level 3, but --levels is {','.join(map(str, args.levels or DEFAULT_LEVELS))}")
     if args.search != "budgeted" and args.budget is not None:
         raise ValueError(f"--budget: only used with --search budgeted, but --search is {args.search!r}")
     values = {name: default if getattr(args, name) is None else getattr(args, name) for name, default in LEVEL_OPTIONS.items()}
     try:
         return TuningConfig(
             args.search, 0.25 if args.budget is None else args.budget, tuple(values["levels"]), values["fixed_gamma"], tuple(values["gammas"]), values["probe_gamma"], values["granularity"],
-            values["probes"],
+            values["probes"], values["fit_steps"], values["fit_learning_rate"], values["fit_prior"],
         )
     except ValueError as error:  # TuningConfig's fields are the options' names: say the option
         field, separator, rest = str(error).partition(": ")
@@ -358,6 +371,7 @@ def _tune(args: argparse.Namespace) -> int:
     out = run_record.tuning_run_folder(args.out, args.overwrite)
     out.check(local_inputs(**{"--task": request.source, "--model": args.model}))  # before the model loads
     cli_checks.check_task_fits(task, shots=settings.shots, folds=_objective_folds(settings))
+    cli_checks.check_gradient_paths(tuning_config, answer_forms=getattr(settings, "answer_forms", None), generation=generation)
     model, tokenizer = _load_model(args)
     cli_checks.check_model_fits(model, layers=settings.layers)
     if generation:
@@ -368,7 +382,10 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
     run_record.write_tuning_run(out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
-    print(f"selected {tuning.selected.name}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
+    if tuning.selected.fit is not None and tuning.selected.heads is None:
+        print(f"selected {tuning.selected.name}: {tuning.selected.note}")
+    else:
+        print(f"selected {tuning.selected.name}: gamma {tuning.selected.gamma:g} on {_heads_text(tuning.selected.heads)}")
     if generation:
         print(format_generation_table(results["test"]))
     else:

@@ -57,6 +57,17 @@ def positive_numbers(text: str) -> tuple[float, ...]:
     return values
 
 
+def non_negative_number(text: str) -> float:
+    """An argparse type: a number >= 0, or inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or inf, got {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or inf, got {text!r}")
+    return value
+
+
 def probe_gamma(text: str) -> float:
     """An argparse type: a probe's gamma, finite, > 0 and not 1 (gamma 1 changes nothing)."""
     value = positive_number(text)
@@ -101,6 +112,21 @@ def check_task_fits(task: Task, *, shots: int, folds: int | None, needs: tuple[s
             f"--folds: {folds} folds need at least {folds} calibration examples, but the calibration split of "
             f"{task.spec.name!r} has {sizes.get('calibration', 0)}; lower --folds or give more data"
         )
+
+
+def check_gradient_paths(tuning, *, answer_forms: str | None, generation: bool) -> None:
+    """Level 3 and gradient probes read the logits at the answer position: refuse what has none (before the model loads).
+
+    ``--answer-forms auto`` resolves to whole-answer scoring only once the tokenizer is loaded; that case is
+    refused right after, before any scoring (``Session.check_gradient_paths``)."""
+    if tuning.search != "levels":
+        return
+    paths = [name for name, used in (("level 3 (--levels)", 3 in tuning.levels), ("--probes gradient", 2 in tuning.levels and tuning.probes == "gradient")) if used]
+    for path in paths:
+        if generation:
+            raise ValueError(f"{path}: reads the logits at the answer position; a generation task has none (its levels are 0-2 with --probes forward)")
+        if answer_forms == "full_sequence":
+            raise ValueError(f"{path}: needs answer-position scoring, but --answer-forms is full_sequence (whole-answer scoring); use surface or first_token")
 
 
 def check_model_fits(model, *, layers: tuple[int, ...] | None = None, profile=None, profile_source: str = "") -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .profile import Profile
 
 RECORD_KEY = "zerotuning"  # the run record's key, as in tuning/run_record.py
+MAX_GAMMA_ROWS = 12  # more distinct gammas than this (fitted per head): summarised per layer
 _HUB_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -69,9 +70,26 @@ def _gamma_summary(gammas: list[list[float]]) -> str:
     if not changed:
         return f"Every gamma is 1.0 ({total} heads): this profile leaves the model unchanged.\n"
     lines = [f"{changed} of {total} heads have a gamma other than 1.0:\n"]
+    if len(values) > MAX_GAMMA_ROWS:  # fitted per-head gammas (level 3): one row per layer, not one per value
+        rows = [
+            (str(layer), f"{min(row):.3g}", f"{max(row):.3g}", str(sum(g != 1.0 for g in row)))
+            for layer, row in enumerate(gammas)
+            if any(g != 1.0 for g in row)
+        ]
+        lines.append(_table(("layer", "lowest gamma", "highest gamma", "heads changed"), rows))
+        return "\n".join(lines)
     rows = [(f"{gamma:g}", str(count), _layers_text([i for i, row in enumerate(gammas) if gamma in row])) for gamma, count in sorted(values.items()) if gamma != 1.0]
     lines.append(_table(("gamma", "heads", "layers"), rows))
     return "\n".join(lines)
+
+
+def _selected_text(record: dict, heads) -> str:
+    level = record.get("level", "?")
+    if level == 3 and heads is None:
+        return f"level 3, a gamma per head fitted on every head of the tunable layers (geometric mean {record.get('gamma', 0):.3g})"
+    return f"{'' if level == 'budgeted' else 'level '}{level}, gamma {record.get('gamma', '?')} on " + (
+        "every head of the tunable layers" if heads is None else f"{len(heads)} heads"
+    )
 
 
 def _tuning_section(record: dict) -> str:
@@ -81,6 +99,8 @@ def _tuning_section(record: dict) -> str:
     request = record.get("task_request") or {}
     objective = (settings.get("objective") or {}).get("name", "?")
     heads = record.get("heads")
+    if heads == "all":  # the run record's word for every head of the tunable layers
+        heads = None
     rows = [
         ("model spec", f"`{record.get('model', '?')}`"),
         ("task", f"`{request.get('source', '?')}`"),
@@ -89,8 +109,7 @@ def _tuning_section(record: dict) -> str:
         ("seed", str(record.get("seed", "?"))),
         ("objective", str(objective)),
         ("answer scoring", _scoring_text(record.get("answer_scoring"), settings)),
-        ("selected", f"{'' if record.get('level') == 'budgeted' else 'level '}{record.get('level', '?')}, gamma {record.get('gamma', '?')} on "
-         + ("every head of the tunable layers" if heads is None else f"{len(heads)} heads")),
+        ("selected", _selected_text(record, heads)),
     ]
     calibration = record.get("calibration") or {}
     if "accuracy" in calibration:

@@ -16,8 +16,10 @@ from ..scoring.records import ScoredSplit
 from ..scoring.scorer import make_scorer
 from ..tasks.task import Task
 from .candidates import CandidateSpace
+from .fit_settings import FitSettings
+from .gradient_fit import fit_log_gammas
 from .gradient_probes import gradient_head_probes
-from .gradient_sensitivity import head_gradients
+from .gradient_sensitivity import check_answer_position_scoring, head_gradients
 from .head_probing import HeadProbes, probe_heads
 from ..evaluation.out_of_fold import DEFAULT_FOLDS, out_of_fold_label_bias
 from .budgeted import BUDGETED, budgeted_search, published_protocol_passes
@@ -83,6 +85,22 @@ class Session:
         """``gradients(profile)``: [num_layers, num_heads] d surrogate / d log_gamma on ``split`` at ``profile``."""
         return lambda profile: head_gradients(self.model, self.scorer, self.prepared.sets[split], self.objective, profile, self.ledger)
 
+    def fit_gammas(self, split: str):
+        """``fit(space, settings)``: level 3's fitted profile and fit record on ``split`` (its own held-out fold inside it)."""
+
+        def fit(space: CandidateSpace, settings: FitSettings):
+            return fit_log_gammas(self.model, self.scorer, self.prepared.sets[split], self.objective, space, settings, self.ledger, self.settings.seed)
+
+        return fit
+
+    def check_gradient_paths(self) -> None:
+        """Level 3 and gradient probes read the answer position: refuse whole-answer scoring before any scoring."""
+        tuning = self.settings.tuning
+        if tuning.search == "levels" and 3 in tuning.levels:
+            check_answer_position_scoring(self.scorer, "level 3")
+        if tuning.search == "levels" and 2 in tuning.levels and tuning.probes == "gradient":
+            check_answer_position_scoring(self.scorer, "--probes gradient")
+
     def baseline(self, split: str) -> ScoredSplit:
         with self.ledger.stage(f"baseline.{split}"):
             return self.score[split](self.space.neutral(), "baseline")
@@ -101,12 +119,14 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
     """Tune on calibration, then score every level's profile on test; the results dict and the tuning result."""
     session = Session(model, tokenizer, task, settings)
     try:
+        session.check_gradient_paths()
         baseline = session.baseline("calibration")
         if settings.tuning.search == BUDGETED:
             result = _budgeted(session, baseline)
         else:
             result = tune(
-                session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline, session.head_gradients("calibration")
+                session.space, session.score["calibration"], session.objective, settings.tuning, session.ledger, baseline,
+                session.head_gradients("calibration"), session.fit_gammas("calibration"),
             )
         baseline_test = session.baseline("test")
         tests = {}

@@ -53,36 +53,45 @@ def batch_surrogate(logits: torch.Tensor, answer_logits: torch.Tensor, answers: 
     raise ValueError(f"surrogate: got {name!r}")
 
 
+def check_answer_position_scoring(scorer, what: str) -> None:
+    """The surrogates read the answer position's logits; whole-answer scoring has no such single position."""
+    if not isinstance(scorer, Scorer):
+        raise NotImplementedError(
+            f"{what}: answers are scored by {type(scorer).__name__} (--answer-forms full_sequence); "
+            f"{what} needs answer-position scoring (--answer-forms surface or first_token)"
+        )
+
+
+def batch_surrogates(model, scorer: Scorer, scoring_set: ScoringSet, indices: np.ndarray, name: str, ledger: CostLedger) -> torch.Tensor:
+    """[B] the surrogate ``name`` of the examples at ``indices`` from one recorded forward pass (differentiable
+    in the log-gammas when called inside ``trainable_log_gammas`` with grad enabled)."""
+    device = next(model.parameters()).device
+    choice_mask = np.arange(scorer.num_answers)[None, :] < scoring_set.choice_counts[indices, None]
+    logits = last_logits(model, [scoring_set.token_ids[i] for i in indices], scorer.pad_id, 1, ledger, device)[:, -1, :]
+    return batch_surrogate(
+        logits,
+        scorer.answer_logits(logits),
+        torch.as_tensor(scoring_set.answers[indices], device=device),
+        torch.as_tensor(choice_mask, device=device),
+        name,
+    )
+
+
 def head_gradients(
     model, scorer: Scorer, scoring_set: ScoringSet, objective: Objective, profile: Profile, ledger: CostLedger, description: str = "head gradients"
 ) -> np.ndarray:
     """[num_layers, num_heads] float64: d mean surrogate / d log_gamma at ``profile``, one forward + backward per batch."""
-    if not isinstance(scorer, Scorer):
-        # The surrogates read the answer position's logits; whole-answer scoring has no such single position.
-        raise NotImplementedError(
-            f"--probes gradient: answers are scored by {type(scorer).__name__} (--answer-forms full_sequence); "
-            "gradient head sensitivity needs answer-position scoring (--answer-forms surface or first_token)"
-        )
+    check_answer_position_scoring(scorer, "--probes gradient")
     apply(model, profile)
     name = surrogate_name(objective)
     count = len(scoring_set.example_ids)
-    device = next(model.parameters()).device
-    choice_mask = np.arange(scorer.num_answers)[None, :] < scoring_set.choice_counts[:, None]
     batches = length_sorted_batches(scoring_set.lengths(), scorer.batch_size)
     with trainable_log_gammas(model) as leaves, torch.enable_grad():
         for indices in tqdm(batches, desc=f"{scoring_set.name}: {description}", unit="batch", leave=False):
-            logits = last_logits(model, [scoring_set.token_ids[i] for i in indices], scorer.pad_id, 1, ledger, device)[:, -1, :]
-            surrogate = batch_surrogate(
-                logits,
-                scorer.answer_logits(logits),
-                torch.as_tensor(scoring_set.answers[indices], device=device),
-                torch.as_tensor(choice_mask[indices], device=device),
-                name,
-            )
+            surrogate = batch_surrogates(model, scorer, scoring_set, indices, name, ledger)
             (surrogate.sum() / count).backward()
             ledger.record_backward()
         gradients = np.stack([leaf.grad.double().cpu().numpy() if leaf.grad is not None else np.zeros(leaf.shape) for leaf in leaves])
     if not np.isfinite(gradients).all():
         raise FloatingPointError(f"head gradients on {scoring_set.name}: non-finite values ({int((~np.isfinite(gradients)).sum())} heads)")
     return gradients
-

@@ -18,7 +18,7 @@ from typing import Any
 from ..atomic_files import write_text_atomically
 from ..models import load_record
 from ..output_paths import OutputFiles, RunFolder
-from ..plots import plot_head_effects, plot_metric_vs_gamma
+from ..plots import plot_fitted_gammas, plot_head_effects, plot_metric_vs_gamma
 from ..profile import Profile
 from ..scoring.option_format import OPTION_TASK_DEFAULT
 from ..tasks.loader import TaskRequest
@@ -28,7 +28,7 @@ from .tuner import LevelResult, TuningResult
 
 RECORD_KEY = "zerotuning"
 # What each command writes, by name: an earlier run's folder holding only these may be replaced (--overwrite).
-TUNING_RUN_FILES = frozenset({"profile.json", "README.md", "results.json", "predictions.json", "metric_vs_gamma.png", "head_effects.png"})
+TUNING_RUN_FILES = frozenset({"profile.json", "README.md", "results.json", "predictions.json", "metric_vs_gamma.png", "head_effects.png", "fitted_gammas.png"})
 _LEVEL_PROFILE = re.compile(r"profile_(?:level\d+|budgeted)\.json")
 HEAD_PROBING_RUN_FILES = frozenset({"head_effects.json", "head_effects.png"})
 
@@ -174,7 +174,7 @@ def write_tuning_run(
     """Into ``folder`` (``tuning_run_folder``), all at once: profile_level<N>.json per level (or profile_budgeted.json) and
     profile.json (the selected one, with its held-out results) plus its README.md model card, so that the folder is a
     profile folder; each profile with its run record; metric_vs_gamma.png, head_effects.png (with Level 2),
-    results.json and predictions.json."""
+    fitted_gammas.png (with Level 3), results.json and predictions.json."""
     for level_result in tuning.levels.values():
         record_tuning(level_result.profile, level_result, request, settings, model_spec)
         if "answer_scoring" in results["task"]:  # classification and multiple choice; generation tasks have no answer tokens
@@ -186,6 +186,8 @@ def write_tuning_run(
     results["files"] = {"profile": str(folder.path / "profile.json"), "metric_vs_gamma": str(folder.path / "metric_vs_gamma.png")}
     if 2 in tuning.levels:
         results["files"]["head_effects"] = str(folder.path / "head_effects.png")
+    if 3 in tuning.levels:
+        results["files"]["fitted_gammas"] = str(folder.path / "fitted_gammas.png")
     with folder.writing() as staging:
         for level_result in tuning.levels.values():
             level_result.profile.save(staging / f"profile_{level_result.name}.json")
@@ -193,6 +195,8 @@ def write_tuning_run(
         plot_metric_vs_gamma(tuning, objective.metric, staging / "metric_vs_gamma.png")
         if 2 in tuning.levels:
             plot_head_effects(tuning.levels[2].head_probes, objective.to_json()["key"][0], staging / "head_effects.png")
+        if 3 in tuning.levels:
+            plot_fitted_gammas(tuning.levels[3], staging / "fitted_gammas.png")
         _write_results(results, staging / "results.json", staging / "predictions.json")
 
 

@@ -20,18 +20,21 @@ from ..profile import Profile
 from ..scoring.cost import CostLedger
 from ..scoring.records import ScoredSplit
 from .candidates import CandidateSpace, Head
+from .fit_settings import FitSettings
 from .gradient_probes import gradient_head_probes
 from .head_probing import DOWN, NEUTRAL, UP, HeadProbes, check_probe_settings, probe_heads
 from .objectives import Objective
 from .search import Candidate, check_gammas, search_gamma
 
-LEVELS = (0, 1, 2)
+LEVELS = (0, 1, 2, 3)
+DEFAULT_LEVELS = (0, 1, 2)  # level 3 is asked for by name: it costs a forward and a backward pass per step
 SEARCHES = ("budgeted", "levels")
 PROBES = ("forward", "gradient")  # Level 2's head profiling: one scoring pass per probe, or one forward + backward
 DEFAULT_GAMMAS = (0.25, 0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 
 ScoreProfile = Callable[[Profile, str], ScoredSplit]
 HeadGradients = Callable[[Profile], np.ndarray]  # [num_layers, num_heads] d surrogate / d log_gamma at a profile
+GammaFit = Callable[[CandidateSpace, FitSettings], tuple[Profile, dict]]  # level 3: the fitted profile and the fit's record
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,27 @@ class TuningConfig:
     """Which search to run: ``"budgeted"`` (successive halving within ``budget`` x the published protocol's
     passes, ``zerotuning.tuning.budgeted``) or ``"levels"`` (the levels and their settings:
     ``probes``/``probe_gamma``/``granularity`` for Level 2; ``probes="gradient"`` profiles the heads from
-    one forward + backward pass, ``zerotuning.tuning.gradient_sensitivity``)."""
+    one forward + backward pass, ``zerotuning.tuning.gradient_sensitivity``; ``fit_steps``/``fit_learning_rate``/
+    ``fit_prior`` for Level 3, ``zerotuning.tuning.gradient_fit``)."""
 
     search: str = "budgeted"
     budget: float = 0.25
-    levels: tuple[int, ...] = LEVELS
+    levels: tuple[int, ...] = DEFAULT_LEVELS
     fixed_gamma: float = 2.0
     gammas: tuple[float, ...] = DEFAULT_GAMMAS
     probe_gamma: float = 2.0
     granularity: str = "head"
     probes: str = "forward"
+    fit_steps: int = FitSettings.steps
+    fit_learning_rate: float = FitSettings.learning_rate
+    fit_prior: float = FitSettings.prior
+
+    @property
+    def fit(self) -> FitSettings:
+        return FitSettings(self.fit_steps, self.fit_learning_rate, self.fit_prior)
 
     def __post_init__(self) -> None:
+        self.fit  # checks the level 3 settings
         if self.probes not in PROBES:
             raise ValueError(f"probes: got {self.probes!r}, expected one of {PROBES}")
         if self.search not in SEARCHES:
@@ -79,6 +91,9 @@ class TuningConfig:
             "probe_gamma": self.probe_gamma,
             "granularity": self.granularity,
             "probes": self.probes,
+            "fit_steps": self.fit_steps,
+            "fit_learning_rate": self.fit_learning_rate,
+            "fit_prior": "inf" if math.isinf(self.fit_prior) else self.fit_prior,
         }
 
 
@@ -86,7 +101,7 @@ class TuningConfig:
 class LevelResult:
     """The outcome of one level: its profile, where it applies, and what it cost."""
 
-    level: int | str  # 0, 1, 2, or "budgeted"
+    level: int | str  # 0, 1, 2, 3, or "budgeted"
     gamma: float
     heads: list[Head] | None  # None: every head of the tunable layers
     profile: Profile
@@ -98,6 +113,7 @@ class LevelResult:
     cost: dict = field(default_factory=dict)
     objective_metrics: dict = field(default_factory=dict)  # the objective's calibrated components, by name
     search: dict | None = None  # the budgeted search's plan, rungs and selection
+    fit: dict | None = None  # level 3: the gradient fit's settings, losses and early-stopping step
 
     @property
     def name(self) -> str:
@@ -120,6 +136,7 @@ class LevelResult:
             "note": self.note,
             "cost": self.cost,
             **({"search": self.search} if self.search is not None else {}),
+            **({"fit": self.fit} if self.fit is not None else {}),
         }
 
 
@@ -151,12 +168,20 @@ def tune(
     ledger: CostLedger,
     baseline: ScoredSplit,
     head_gradients: HeadGradients | None = None,
+    fit_gammas: GammaFit | None = None,
 ) -> TuningResult:
     """Run the configured levels against ``baseline`` (the untouched model's calibration scores);
-    ``head_gradients`` is needed for gradient head profiling (``config.probes == "gradient"``)."""
+    ``head_gradients`` is needed for gradient head profiling (``config.probes == "gradient"``), ``fit_gammas`` for level 3."""
     if config.probes == "gradient" and 2 in config.levels and head_gradients is None:
         raise ValueError("probes: 'gradient' needs head_gradients (the calibration split's log-gamma gradients)")
-    runners = {0: _level0, 1: _level1, 2: functools.partial(_level2, head_gradients=head_gradients)}
+    if 3 in config.levels and fit_gammas is None:
+        raise ValueError("levels: level 3 needs fit_gammas (a gradient fit on the calibration split), which this run does not provide")
+    runners = {
+        0: _level0,
+        1: _level1,
+        2: functools.partial(_level2, head_gradients=head_gradients),
+        3: functools.partial(_level3, fit_gammas=fit_gammas),
+    }
     levels = {}
     for level in sorted(config.levels):
         with ledger.stage(f"level{level}"):
@@ -216,3 +241,19 @@ def _level2(space, score_profile, objective, config, baseline, ledger, head_grad
     scored = score_profile(profile, "level 2 best")
     note = f"rescaled the {len(heads)} {kind}-effective heads ({DOWN if kind == UP else UP}-effective heads left alone)"
     return LevelResult(2, best.gamma, heads, profile, scored, best.key, candidates, head_probes, note)
+
+
+def _level3(space, score_profile, objective, config, baseline, ledger, fit_gammas=None) -> LevelResult:
+    with ledger.stage("level3.fit"):
+        profile, fit = fit_gammas(space, config.fit)
+    if fit["best_step"] == 0:
+        note = "no gradient step lowered the held-out fold's loss; early stopping kept the untouched model (gamma 1)"
+        return LevelResult(3, 1.0, [], space.neutral(), baseline, objective.key(baseline), note=note, fit=fit)
+    log_gammas = np.log([profile.gammas[layer][head] for layer in space.layers for head in range(space.num_heads)])
+    gamma = float(np.exp(log_gammas.mean()))  # the geometric mean stands for the level in one-number summaries
+    scored = score_profile(profile, "level 3 fitted")
+    note = (
+        f"fitted a gamma per head on the {len(log_gammas)} heads of the tunable layers: {np.exp(log_gammas.min()):.3g} to "
+        f"{np.exp(log_gammas.max()):.3g} (geometric mean {gamma:.3g}); held-out loss lowest at step {fit['best_step']} of {fit['steps_run']}"
+    )
+    return LevelResult(3, gamma, None, profile, scored, objective.key(scored), note=note, fit=fit)
