@@ -190,6 +190,9 @@ def test_level3_fits_saves_plots_and_round_trips_its_profile(workspace, capsys):
     assert code == 0
     evaluation = json.loads((root / "level3-eval.json").read_text())
     assert evaluation["test"]["methods"]["tuned"]["accuracy"]["estimate"] == results["test_per_level"]["3"]["accuracy"]
+    calibrated = results["test_per_level"]["3"]["label_bias"]
+    assert calibrated["accuracy"] == evaluation["test"]["methods"]["tuned+label_bias"]["accuracy"]
+    assert calibrated["vs_baseline_label_bias"]["mcnemar"] == evaluation["test"]["comparisons"]["tuned+label_bias vs baseline+label_bias"]["mcnemar"]
     assert evaluation["calibration"]["tuned"]["mean_answer_log_likelihood"] == pytest.approx(results["tuning"]["levels"]["3"]["calibration"]["mean_answer_log_likelihood"])
 
 

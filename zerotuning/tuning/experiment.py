@@ -142,7 +142,9 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
         "tuning": result.to_json(),
         "selected": {"level": selected.level, "gamma": selected.gamma, "heads": selected.to_json()["heads"], "note": selected.note},
         "test": test,
-        "test_per_level": {str(level): _level_on_test(baseline_test, scored, settings) for level, scored in tests.items()},
+        "test_per_level": {
+            str(level): _level_on_test(baseline_test, scored, baseline, result.levels[level].scored, settings) for level, scored in tests.items()
+        },
         "selection": selection_optimism(session.objective, baseline, selected.scored, test, settings),
         "cost": {**session.ledger.to_json(), "tuning": tuning_cost(session, result)},
         "predictions": _predictions(baseline_test, tests[selected.level]),
@@ -280,11 +282,19 @@ def run_head_probing(model, tokenizer, task: Task, settings: RunSettings, model_
     return results, head_probes
 
 
-def _level_on_test(baseline: ScoredSplit, tuned: ScoredSplit, settings: RunSettings) -> dict:
+def _level_on_test(baseline: ScoredSplit, tuned: ScoredSplit, baseline_calibration: ScoredSplit, tuned_calibration: ScoredSplit, settings: RunSettings) -> dict:
+    """A level's profile on test: untouched against the baseline, and with label bias (fitted on each model's
+    calibration scores) against the baseline and against label bias alone."""
+    calibrated = compare_on_test(baseline, tuned, baseline_calibration, tuned_calibration, resamples=settings.resamples, seed=settings.seed)
     return {
         **tuned.summary(),
         "accuracy_interval": bootstrap_mean_interval(tuned.correct(), resamples=settings.resamples, seed=settings.seed).to_json(),
         **paired_comparison(baseline.correct(), tuned.correct(), resamples=settings.resamples, seed=settings.seed),
+        "label_bias": {
+            "accuracy": calibrated["methods"]["tuned+label_bias"]["accuracy"],
+            "vs_baseline": calibrated["comparisons"]["tuned+label_bias vs baseline"],
+            "vs_baseline_label_bias": calibrated["comparisons"]["tuned+label_bias vs baseline+label_bias"],
+        },
     }
 
 
