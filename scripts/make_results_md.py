@@ -4,7 +4,7 @@
 
 Every results.json under the folder (at any depth) is a run: runs of the budgeted search (the
 default) and runs of the full Levels 0-2 (``--search levels``, and runs made before the option
-existed) get their own tables; generation runs (``generation/``) and collateral-damage
+existed) get their own tables, runs with Level 3 their own section (``results_md_level3.py``); generation runs (``generation/``) and collateral-damage
 evaluations (``collateral/``) get their own section (``results_md_generation.py``). Every number in the page comes from those files; the page says how
 they were produced.
 """
@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from results_md_generation import generation_section, is_generation_run
+from results_md_level3 import is_level3_run, level3_section
 
 SIGNIFICANCE = 0.05
 # Table order: the default model and the classification task first; unknown names after, by name.
 MODEL_ORDER = ("smollm2", "gemma3")
 TASK_ORDER = ("sentiment", "capitals", "elements")
-RUN_FILES = ("results.json", "profile.json", "metric_vs_gamma.png", "head_effects.png")
+RUN_FILES = ("results.json", "profile.json", "metric_vs_gamma.png", "head_effects.png", "fitted_gammas.png")
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -361,7 +362,8 @@ def files_lines(runs: list[dict], folder: Path, page: Path) -> list[str]:
 def render(runs: list[dict], folder: Path, page: Path) -> str:
     source = folder.as_posix()
     budgeted = [run for run in runs if search_of(run) == "budgeted"]
-    levels = [run for run in runs if search_of(run) == "levels"]
+    level3 = [run for run in runs if is_level3_run(run["results"])]  # their own section (results_md_level3.py)
+    levels = [run for run in runs if search_of(run) == "levels" and run not in level3]
     lines = [
         "# Results",
         "",
@@ -412,6 +414,7 @@ def render(runs: list[dict], folder: Path, page: Path) -> str:
             *settings_lines(levels),
             "",
         ]
+    lines += level3_section(level3, describe, folder)
     lines += generation_section(folder, page, runs)
     lines += [
         "## Runs",
