@@ -88,6 +88,14 @@ def level3_section(runs: list[dict], describe, folder: Path) -> list[str]:
             f"worse in {worse}, not distinguishable (McNemar p >= {SIGNIFICANCE}) in {same}. Against the untouched model: "
             f"better in {up}, worse in {down}, not distinguishable in {flat}."
         )
+    for level, name in ((3, "Level 3"), (2, "Level 2 (gradient profiling)")):
+        without = [
+            " ".join(describe(run)[field] for field in ("model", "task", "objective"))
+            for run in runs
+            if _verdict(run["results"]["test_per_level"][str(level)]["label_bias"]["vs_baseline_label_bias"]) <= 0
+        ]
+        if without:
+            lines.append(f"- {name} does not beat label bias alone significantly on: {'; '.join(without)}.")
     lines.append(
         "- Selected by the calibration rule: "
         + ", ".join(f"level {level} in {count}" for level, count in sorted(selected.items(), key=lambda item: str(item[0])))
