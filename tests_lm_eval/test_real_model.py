@@ -71,3 +71,24 @@ def test_neutral_profile_matches_plain_hf_on_smollm2(smollm2, tasks):
     scores = lambda samples: np.array([r[0] for s in samples for r in s["filtered_resps"]])  # noqa: E731
     np.testing.assert_allclose(scores(neutral[names[0]]), scores(plain[names[0]]), rtol=0, atol=1e-3)
     assert [s["filtered_resps"] for s in neutral[names[2]]] == [s["filtered_resps"] for s in plain[names[2]]]
+
+
+def test_smollm2_chat_template_rows_start_with_one_im_start_which_is_the_sink(smollm2, tasks, monkeypatch):
+    """SmolLM2's BOS is <|im_start|>, which its template writes at every turn: the row starts with one, never two."""
+    model, tokenizer = smollm2
+    folder, names = tasks
+    bos = tokenizer.bos_token_id
+    log = ForwardLog(model, monkeypatch)
+    results = evaluate(model, tokenizer, Profile.uniform(model, 1.5), [names[0], names[2]], include_path=str(folder), limit=LIMIT, batch_size=2,
+                       apply_chat_template=True)
+    prompts = [call for call in log.calls if not call["decoding"]]
+    assert any(call["attention_mask"] is not None for call in prompts), "generation rows (left-padded) were logged too"
+    for call in prompts:
+        for row, ids in enumerate(call["input_ids"]):
+            sink = call["sinks"]["full"][row]
+            real = ids if call["attention_mask"] is None else [t for t, keep in zip(ids, call["attention_mask"][row]) if keep]
+            assert ids[sink] == bos and real[0] == bos and real[1] != bos, ids[:8]
+            assert tokenizer.decode(real[:2]) == "<|im_start|>system" and "<|im_start|>assistant\n" in tokenizer.decode(real)
+    for request_type in ("loglikelihood", "generate_until"):
+        counts = results["zerotuning"]["sink_rows"][request_type]
+        assert counts["rows"] > 0 and counts["rows_not_starting_with_bos"] == 0, request_type
