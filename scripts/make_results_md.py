@@ -5,7 +5,8 @@
 Every results.json under the folder (at any depth) is a run: runs of the budgeted search (the
 default) and runs of the full Levels 0-2 (``--search levels``, and runs made before the option
 existed) get their own tables, runs with Level 3 their own section (``results_md_level3.py``); generation runs (``generation/``) and collateral-damage
-evaluations (``collateral/``) get their own section (``results_md_generation.py``). Every number in the page comes from those files; the page says how
+evaluations (``collateral/``) get their own section (``results_md_generation.py``), and so do the
+runs with and without the chat template (``chat_template/``, ``results_md_chat_template.py``). Every number in the page comes from those files; the page says how
 they were produced.
 """
 
@@ -17,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from results_md_chat_template import chat_template_section, is_chat_template_run
 from results_md_generation import generation_section, is_generation_run
 from results_md_level3 import is_level3_run, level3_section
 
@@ -32,8 +34,10 @@ def load_runs(folder: Path) -> list[dict]:
     for path in sorted(folder.rglob("results.json")):
         with open(path) as f:
             results = json.load(f)
-        if not is_generation_run(results):  # generation runs have their own section (results_md_generation.py)
-            runs.append(dict(name=path.parent.relative_to(folder).as_posix(), results=results))
+        name = path.parent.relative_to(folder).as_posix()
+        # Generation runs and the chat-template runs have their own sections (results_md_generation.py, results_md_chat_template.py).
+        if not is_generation_run(results) and not is_chat_template_run(name):
+            runs.append(dict(name=name, results=results))
     if not runs:
         raise SystemExit(f"{folder}: no */results.json found (run scripts/run_results_matrix.py first)")
     return sorted(runs, key=run_order)
@@ -416,6 +420,7 @@ def render(runs: list[dict], folder: Path, page: Path) -> str:
         ]
     lines += level3_section(level3, describe, folder)
     lines += generation_section(folder, page, runs)
+    lines += chat_template_section(folder, page)
     lines += [
         "## Runs",
         "",
