@@ -50,12 +50,11 @@ _HARMLESS_WHEN_OFF = {
     "indices": "sparse top-k attention indices (DeepSeek-V3.2 / GLM-MoE-DSA style)",
     "position_bias": "an additive position bias (T5 style)",
     "head_mask": "a head mask",
-    "cu_seq_lens_q": "packed variable-length sequences",
-    "cu_seq_lens_k": "packed variable-length sequences",
-    "max_length_q": "packed variable-length sequences",
-    "max_length_k": "packed variable-length sequences",
-    "seq_idx": "packed sequence indices",
 }
+# Packed sequences in flash-attention form (transformers' DataCollatorWithFlattening): stock sdpa
+# ignores them (its mask, from position_ids, does the packing), so they are accepted when None and,
+# when set, on a layer whose gammas are all 1 (stock outputs); refused otherwise, like a packed mask.
+_PACKED_KWARGS = frozenset({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"})
 
 
 def prepare_module(module: torch.nn.Module, num_heads: int, device: torch.device) -> None:
@@ -119,7 +118,7 @@ def zerotuning_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] -> ([B, Lq, Hq, D], None)."""
-    _refuse_unsupported(module, dropout, kwargs)
+    packed_kwargs = _refuse_unsupported(module, dropout, kwargs)
     if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
         raise TypeError(
             f"zerotuning: attention_mask must be a tensor or None, got {type(attention_mask).__name__} "
@@ -128,7 +127,12 @@ def zerotuning_attention(
     kv_length = key.shape[-2]
     if attention_mask is not None and attention_mask.shape[-1] > kv_length:
         attention_mask = attention_mask[..., :kv_length]
-    sink_index = sinks.recorded(module, sinks.mask_kind(sliding_window), kv_length, query.device)
+    kind = sinks.mask_kind(sliding_window)
+    sink_index = sinks.recorded(module, kind, kv_length, query.device)
+    log_gamma = log_gamma_of(module)
+    packed = sinks.recorded_packing(module, kind) or packed_kwargs
+    if packed is not None:
+        _refuse_packed_unless_neutral(module, log_gamma, packed)
     causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     # The mask function only lets transformers skip the mask where the kernel's end-aligned
     # causal diagonal equals sdpa's top-left one (one query, or as many queries as keys).
@@ -136,7 +140,7 @@ def zerotuning_attention(
         query,
         key,
         value,
-        log_gamma_of(module),
+        log_gamma,
         sink_index=sink_index,
         attn_mask=attention_mask,
         is_causal=bool(causal) and attention_mask is None,
@@ -146,7 +150,9 @@ def zerotuning_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
-def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -> None:
+def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -> str | None:
+    """Refuse what the kernel cannot do; return a description of packed-sequence kwargs that are set, else None."""
+    packed = None
     if dropout:
         raise NotImplementedError(
             f"{_where(module)}: attention dropout {dropout} is not supported (ZeroTuning is inference-only; "
@@ -154,6 +160,10 @@ def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -
         )
     for name, value in kwargs.items():
         if name in _HARMLESS_KWARGS:
+            continue
+        if name in _PACKED_KWARGS:
+            if value is not None:
+                packed = f"{name}= given"
             continue
         if name in _HARMLESS_WHEN_OFF:
             if value is None or value is False:
@@ -165,8 +175,23 @@ def _refuse_unsupported(module: torch.nn.Module, dropout: float, kwargs: dict) -
         raise NotImplementedError(
             f"{_where(module)}: the model passed the keyword argument {name}= ({type(value).__name__}) to its attention "
             f"function, which the zerotuning backend does not know to be harmless (it accepts "
-            f"{sorted(_HARMLESS_KWARGS | set(_HARMLESS_WHEN_OFF))}); refusing rather than ignoring it"
+            f"{sorted(_HARMLESS_KWARGS | set(_HARMLESS_WHEN_OFF) | _PACKED_KWARGS)}); refusing rather than ignoring it"
         )
+    return packed
+
+
+def _refuse_packed_unless_neutral(module: torch.nn.Module, log_gamma: torch.Tensor, packed: str) -> None:
+    # The kernel biases one sink per row, the row's first token: right for the row's first
+    # sequence only. With every gamma 1 there is no bias, so the outputs are the stock ones.
+    # (A host sync, on packed forwards only.) Differentiable log-gammas are refused whatever
+    # their value: their gradients would be those of the wrong sinks.
+    if LOG_GAMMA_LEAF not in module.__dict__ and not bool(log_gamma.any()):
+        return
+    raise NotImplementedError(
+        f"{_where(module)}: packed sequences (several sequences in one batch row; {packed}) would get the sink "
+        "bias on the row's first token only; expected one sequence per row with an attention_mask (e.g. a "
+        "left-padded batch), or gamma 1 on every head of this layer"
+    )
 
 
 def _where(module: torch.nn.Module) -> str:
@@ -205,7 +230,12 @@ def zerotuning_mask(
         **kwargs,
     )
     sink_index = sinks.sink_index_per_row(attention_mask, batch_size, kv_offset, device)
-    sinks.record(config, sinks.mask_kind(local_size), kv_length, sink_index)
+    packed = None
+    # Only a forward without attention mask and cache can be packed (transformers reads position_ids then).
+    no_cache = q_length == kv_length and isinstance(kv_offset, int) and kv_offset == 0
+    if attention_mask is None and mask is not None and no_cache:
+        packed = sinks.packed_query(mask, local_size)
+    sinks.record(config, sinks.mask_kind(local_size), kv_length, sink_index, packed)
     return mask
 
 

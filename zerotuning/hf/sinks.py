@@ -16,6 +16,13 @@ nothing outlives a model dropped without ``detach``. The state is plain Python a
 dicts, which ``torch.compile`` traces as side effects, and it is cleared after each forward so
 that a forward whose masks did not come through the mask function fails loudly instead of
 reusing stale sinks.
+
+Packed sequences (several sequences in one row, told apart only by ``position_ids`` that restart
+at 0, with no attention mask and no cache) are seen here too: transformers then hides each
+sequence's keys from the others' queries, so the first key a query of a later sequence sees is
+its own sequence's first token, not the row's. One sink
+per row cannot be right for them, so the mask function records what it saw (``packed_query``) and
+the attention function refuses such a forward unless the layer's gammas are all 1.
 """
 
 from __future__ import annotations
@@ -53,18 +60,48 @@ def sink_index_per_row(
     return (first_kept - kv_offset).clamp_min_(-1)
 
 
+def packed_query(mask: torch.Tensor, local_size: int | None) -> str | None:
+    """Where a mask built without padding or cache shows several sequences in a row, else None.
+
+    For a forward without an attention mask and without a cache (``q_length == kv_length``,
+    ``kv_offset == 0``), one sequence per row lets query ``i`` see keys from
+    ``max(0, i - local_size + 1)`` on (transformers' window: ``kv_idx > q_idx - window``), from 0
+    without a window. A query whose first visible key is later starts, or belongs to, a later
+    sequence of the row (transformers' packed-sequence mask). One pass over the mask and one host
+    sync per forward, only for a materialised mask without an attention mask.
+    """
+    first_visible = mask[:, 0].to(torch.uint8).argmax(dim=-1)  # [batch, q_length]; every query sees itself
+    queries = torch.arange(first_visible.shape[-1], device=mask.device)
+    expected = torch.zeros_like(queries) if local_size is None else (queries - int(local_size) + 1).clamp_min(0)
+    later = first_visible > expected
+    if not bool(later.any()):
+        return None
+    row, query = later.nonzero()[0].tolist()
+    return (
+        f"row {row}: query {query} sees keys from {int(first_visible[row, query])} on, where one sequence per row "
+        f"lets it see key {int(expected[query])}"
+    )
+
+
 class SinkState:
     """Sinks of the current forward, per mask kind, with copies per device for device_map models."""
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
         self.by_kind: dict[str, tuple[int, dict[torch.device, torch.Tensor]]] = {}
+        # Mask kind -> where this forward's mask showed packed sequences (``packed_query``).
+        self.packed: dict[str, str] = {}
 
-    def record(self, kind: str, kv_length: int, sink_index: torch.Tensor) -> None:
+    def record(self, kind: str, kv_length: int, sink_index: torch.Tensor, packed: str | None = None) -> None:
         self.by_kind[kind] = (kv_length, {sink_index.device: sink_index})
+        if packed is None:
+            self.packed.pop(kind, None)
+        else:
+            self.packed[kind] = packed
 
     def clear(self) -> None:
         self.by_kind = {}
+        self.packed = {}
 
     def lookup(self, kind: str, kv_length: int, device: torch.device) -> torch.Tensor:
         """The recorded sinks for ``kind`` on ``device``; a clear error if this forward recorded none."""
@@ -151,8 +188,9 @@ def detach(attachment: SinkAttachment) -> None:
     attachment.hook.remove()
 
 
-def record(config: Any, kind: str, kv_length: int, sink_index: torch.Tensor) -> None:
-    """The writer: the mask function stores the sinks of one mask kind for the model owning ``config``."""
+def record(config: Any, kind: str, kv_length: int, sink_index: torch.Tensor, packed: str | None = None) -> None:
+    """The writer: the mask function stores the sinks of one mask kind for the model owning ``config``
+    (and ``packed``, where its mask showed packed sequences)."""
     state = _state_of(config)
     if state is None:
         raise RuntimeError(
@@ -160,7 +198,7 @@ def record(config: Any, kind: str, kv_length: int, sink_index: torch.Tensor) -> 
             "zerotuning.apply() did not prepare (was the model copied after apply()?); call "
             "zerotuning.apply(model, profile) on the model you run"
         )
-    state.record(kind, kv_length, sink_index)
+    state.record(kind, kv_length, sink_index, packed)
 
 
 def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.device) -> torch.Tensor:
@@ -172,6 +210,11 @@ def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.d
             "but zerotuning.apply() did not prepare it"
         )
     return state.lookup(kind, kv_length, device)
+
+
+def recorded_packing(module: torch.nn.Module, kind: str) -> str | None:
+    """Where this forward's ``kind`` mask showed packed sequences, else None (after ``recorded`` found the state)."""
+    return getattr(module, _MODULE_ATTRIBUTE).packed.get(kind)
 
 
 def is_attached_config(config: Any) -> bool:
