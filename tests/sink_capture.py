@@ -17,9 +17,9 @@ def scored_batch_sinks(model, token_lists: list[tuple[int, ...]], pad_id: int) -
     recorded: dict[str, list[int]] = {}
     record = sinks.SinkState.record
 
-    def logged_record(state, kind, kv_length, sink_index):
+    def logged_record(state, kind, kv_length, sink_index, packed=None):
         recorded[kind] = sink_index.tolist()
-        return record(state, kind, kv_length, sink_index)
+        return record(state, kind, kv_length, sink_index, packed)
 
     with pytest.MonkeyPatch.context() as monkeypatch, applied(model, Profile.uniform(model, 2.0)), torch.inference_mode():
         monkeypatch.setattr(sinks.SinkState, "record", logged_record)
