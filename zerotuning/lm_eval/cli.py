@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 from .. import cli_checks
@@ -267,15 +268,16 @@ def _count(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     if not _is_positive_float(text):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return float(text)
 
 
 def _is_positive_float(text: str) -> bool:
     try:
-        return float(text) > 0
+        value = float(text)
     except ValueError:
         return False
+    return math.isfinite(value) and value > 0  # inf would reach lm-eval's int(limit) after the model loads
 
 
 def _boolean(text: str) -> bool:
@@ -291,6 +293,10 @@ def _seeds(text: str) -> list[int | None]:
         seeds = [None if item.strip() == "None" else int(item) for item in text.split(",")]
     except ValueError:
         seeds = []
-    if len(seeds) not in (1, 3, 4):
-        raise argparse.ArgumentTypeError(f"expected one integer or four comma-separated integers (None to leave one unset), got {text!r}")
+    # numpy's seed (one of the four) must lie in [0, 2**32); lm-eval would fail on it after the model loads.
+    in_range = all(seed is None or 0 <= seed < 2**32 for seed in seeds)
+    if len(seeds) not in (1, 3, 4) or not in_range:
+        raise argparse.ArgumentTypeError(
+            f"expected one integer or four comma-separated integers in [0, 2**32) (None to leave one unset), got {text!r}"
+        )
     return seeds
