@@ -17,10 +17,10 @@ class ForwardLog:
         model.register_forward_pre_hook(self._forward, with_kwargs=True)
         record = sinks.SinkState.record
 
-        def logged_record(state, kind, kv_length, sink_index):
+        def logged_record(state, kind, kv_length, sink_index, packed=None):
             if self.calls:
                 self.calls[-1]["sinks"][kind] = sink_index.tolist()
-            return record(state, kind, kv_length, sink_index)
+            return record(state, kind, kv_length, sink_index, packed)
 
         monkeypatch.setattr(sinks.SinkState, "record", logged_record)
 
