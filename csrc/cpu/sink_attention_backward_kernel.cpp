@@ -259,6 +259,7 @@ void backward_typed(const SinkAttentionBackwardParams& bp) {
   std::atomic<int64_t> next{0};
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), plan.units);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    const SequentialBlas sequential_blas;
     Workspace ws(plan, p.head_dim, p.softcap > 0.0f);
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t unit = next++; unit < plan.units; unit = next++) backward_unit<T>(bp, plan, sinks.data(), unit, ws, acc);

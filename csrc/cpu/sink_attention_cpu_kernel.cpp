@@ -302,6 +302,7 @@ void for_each_unit(int64_t count, const Plan& plan, int64_t head_dim, bool conve
   std::atomic<int64_t> next{0};
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    const SequentialBlas sequential_blas;
     Workspace ws(plan, head_dim, convert_kv);
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t unit = next++; unit < count; unit = next++) fn(unit, ws);
