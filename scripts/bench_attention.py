@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import zerotuning
+from zerotuning.atomic_files import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -331,8 +332,7 @@ def main(argv=None):
             rows += case_rows
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(dict(info=info, rows=rows), f, indent=2)
+        write_text_atomically(args.json, json.dumps(dict(info=info, rows=rows), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from zerotuning import Profile  # noqa: E402
+from zerotuning.atomic_files import write_text_atomically  # noqa: E402
 from zerotuning.profile import ModelIdentity  # noqa: E402
 
 SETTINGS = dict(dtype="float32", max_model_len=1024, enforce_eager=True, max_num_seqs=16, seed=0, enable_prefix_caching=False)
@@ -81,7 +82,7 @@ def main() -> None:
         print(f"{name}: stock {f['stock_tokens_per_s']:.0f} tok/s, plugin {f['plugin_tokens_per_s']:.0f} tok/s, "
               f"plugin/stock time {f['time_ratio_median']:.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}, {args.pairs} pairs)")
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_text_atomically(args.json, json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

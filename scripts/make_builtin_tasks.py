@@ -33,6 +33,7 @@ from builtin_task_sources.capitals import COUNTRIES, COUNTRY_TEMPLATE, REGIONS  
 from builtin_task_sources.elements import ELEMENTS  # noqa: E402
 from builtin_task_sources.sentiment_reviews import REVIEWS  # noqa: E402
 from builtin_task_sources import short_answers as short  # noqa: E402
+from zerotuning.atomic_files import write_text_atomically  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "zerotuning" / "tasks" / "data"
 SEED = "zerotuning-builtin-tasks-v1"
@@ -297,8 +298,8 @@ def write_task(name: str, rows: list[dict], out_dir: Path, draws: SeededDraws) -
     lines = []
     for number, row in enumerate(draws.shuffled(rows), start=1):
         lines.append(json.dumps({"id": f"{name}-{number:04d}", **row}, ensure_ascii=True))
-    (out_dir / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / f"{name}.task.json").write_text(json.dumps(DESCRIPTIONS[name], indent=2, ensure_ascii=True) + "\n", encoding="utf-8")
+    write_text_atomically(out_dir / f"{name}.jsonl", "\n".join(lines) + "\n")
+    write_text_atomically(out_dir / f"{name}.task.json", json.dumps(DESCRIPTIONS[name], indent=2, ensure_ascii=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

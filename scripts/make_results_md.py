@@ -21,6 +21,7 @@ from pathlib import Path
 from results_md_chat_template import chat_template_section, is_chat_template_run
 from results_md_generation import generation_section, is_generation_run
 from results_md_level3 import is_level3_run, level3_section
+from zerotuning.atomic_files import write_text_atomically
 
 SIGNIFICANCE = 0.05
 # Table order: the default model and the classification task first; unknown names after, by name.
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = load_runs(args.folder)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, args.folder, args.out))
+    write_text_atomically(args.out, render(runs, args.folder, args.out))
     print(f"wrote {args.out} from {len(runs)} runs")
     return 0
 
