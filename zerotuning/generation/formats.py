@@ -65,18 +65,25 @@ class PromptFormat:
         }
 
 
-def resolve_format(tokenizer, chat_template: str, eos_token_ids: tuple[int, ...] = ()) -> PromptFormat:
-    """The ``PromptFormat`` for ``--chat-template`` ``chat_template`` (auto, on or off) on ``tokenizer``."""
+def uses_chat_template(tokenizer, chat_template: str, plain: str) -> bool:
+    """Whether ``--chat-template`` ``chat_template`` (auto, on or off) renders through ``tokenizer``'s
+    template; ``on`` without one is refused, the message offering ``plain`` (the plain format's name)."""
     if chat_template not in CHAT_TEMPLATE_CHOICES:
         raise ValueError(f"--chat-template: got {chat_template!r}, expected one of {CHAT_TEMPLATE_CHOICES}")
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if chat_template == "on" and not has_template:
         raise ValueError(
             f"--chat-template on: the tokenizer {type(tokenizer).__name__} has no chat template; "
-            "use --chat-template off (Question:/Answer: lines) or a tokenizer with a template"
+            f"use --chat-template off ({plain}) or a tokenizer with a template"
         )
+    return chat_template != "off" and has_template
+
+
+def resolve_format(tokenizer, chat_template: str, eos_token_ids: tuple[int, ...] = ()) -> PromptFormat:
+    """The ``PromptFormat`` for ``--chat-template`` ``chat_template`` (auto, on or off) on ``tokenizer``."""
+    chat = uses_chat_template(tokenizer, chat_template, "Question:/Answer: lines")
     eos = tuple(dict.fromkeys([*eos_token_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])]))
-    if chat_template == "off" or (chat_template == "auto" and not has_template):
+    if not chat:
         return PromptFormat("plain", tokenizer, _newline_tokens(tokenizer) + eos, _adds_bos(tokenizer, "Question:"), "\n")
     return _chat_format(tokenizer, eos)
 

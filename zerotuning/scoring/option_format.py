@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..generation.formats import CHAT_TEMPLATE_CHOICES, PromptFormat, resolve_format
+from ..generation.formats import PromptFormat, resolve_format, uses_chat_template
 from ..tasks.prompts import ANSWER_CUE, render_messages, render_prompt
 from ..tasks.task import Example, TaskSpec
 
@@ -59,15 +59,7 @@ class OptionFormat:
 
 def resolve_option_format(tokenizer, chat_template: str = OPTION_TASK_DEFAULT) -> OptionFormat:
     """The ``OptionFormat`` for ``chat_template`` (auto, on or off) on ``tokenizer``."""
-    if chat_template not in CHAT_TEMPLATE_CHOICES:
-        raise ValueError(f"--chat-template: got {chat_template!r}, expected one of {CHAT_TEMPLATE_CHOICES}")
-    has_template = getattr(tokenizer, "chat_template", None) is not None
-    if chat_template == "on" and not has_template:
-        raise ValueError(
-            f"--chat-template on: the tokenizer {type(tokenizer).__name__} has no chat template; "
-            "use --chat-template off (the plain 'Answer:' prompt) or a tokenizer with a template"
-        )
-    if chat_template == "off" or not has_template:
+    if not uses_chat_template(tokenizer, chat_template, "the plain 'Answer:' prompt"):
         return OptionFormat("plain", chat_template, True, ANSWER_CUE, " ")
     chat = resolve_format(tokenizer, "on")  # checks that an assistant answer follows the generation prompt directly
     return OptionFormat("chat", chat_template, chat.add_special_tokens, chat.prompt_text(_PROBE_TURN), "", chat)
