@@ -200,3 +200,21 @@ def test_probe_heads_into_a_non_empty_folder(workspace, tmp_path, capsys, monkey
     assert set(first) == {"head_effects.json", "head_effects.png"}
     assert main([*command, "--out", str(heads), "--overwrite"]) == 0
     assert set(_tree(heads)) == set(first)
+
+
+def test_tune_out_a_link_writes_the_run_where_it_points_and_keeps_the_link(workspace, tmp_path, capsys):
+    _, model, data, earlier = workspace
+    target = _copy(earlier, tmp_path / "disk" / "run")
+    (tmp_path / "runs").symlink_to(target)
+    assert main(_tune(model, data, tmp_path / "runs", "--overwrite")) == 0
+    assert (tmp_path / "runs").is_symlink() and (tmp_path / "runs").resolve() == target
+    assert "profile_budgeted.json" in {path.name for path in target.iterdir()}
+    assert sorted(path.name for path in target.parent.iterdir()) == ["run"]  # no staging folder left
+
+
+def test_tune_out_a_link_loop_is_refused_before_the_model_loads(workspace, tmp_path, capsys, no_model):
+    _, model, data, _ = workspace
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert main(_tune(model, data, tmp_path / "a")) == 2
+    assert "--out:" in (error := _one_line_error(capsys)) and "cannot be followed" in error

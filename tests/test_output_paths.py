@@ -187,3 +187,55 @@ def test_output_files_without_their_main_file_are_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="--out: '.*eval.json' was not written"), _evaluation(tmp_path, False).writing() as temporary:
         temporary(tmp_path / "eval_predictions.json").write_text("new")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_linked_run_folder_is_written_at_the_link_target_and_the_link_kept(tmp_path):
+    (tmp_path / "disk").mkdir()
+    target = _earlier_run(tmp_path / "disk" / "run")
+    (tmp_path / "link").symlink_to(target)
+    out = RunFolder("--out", tmp_path / "link", _owns, overwrite=True)
+    out.check()
+    with out.writing() as staging:
+        assert staging.parent == target.parent  # renamed in beside the target, on its file system
+        (staging / "a.json").write_text("new a")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == target
+    assert _tree(target) == {"a.json": b"new a"} and sorted(os.listdir(tmp_path / "disk")) == ["run"]
+    with pytest.raises(FileExistsError, match=r"--out: '.*link' is not empty \(a.json\)"):
+        RunFolder("--out", tmp_path / "link", _owns).check()
+
+
+def test_a_dangling_link_gets_its_folder_made_where_it_points(tmp_path):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "run")
+    out = RunFolder("--out", tmp_path / "link", _owns)
+    out.check()
+    with out.writing() as staging:
+        (staging / "a.json").write_text("new a")
+    assert _tree(tmp_path / "disk" / "run") == {"a.json": b"new a"} and (tmp_path / "link").is_symlink()
+
+
+def test_a_link_loop_is_refused_before_any_work(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError, match=r"--out: '.*a' cannot be followed \(.*\); expected a path or a link to one"):
+        RunFolder("--out", tmp_path / "a", _owns).check()
+    with pytest.raises(OSError, match=r"--out: '.*a' cannot be followed"):
+        OutputFiles("--out", tmp_path / "a", ()).check()
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_linked_output_files_are_replaced_at_their_targets_and_the_links_kept(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    for name in ("eval.json", "eval_predictions.json"):
+        (disk / name).write_text("old")
+        (tmp_path / name).symlink_to(disk / name)
+    files = _evaluation(tmp_path, overwrite=True)
+    files.check()
+    with files.writing() as temporary:
+        assert temporary(tmp_path / "eval.json").parent == disk
+        temporary(tmp_path / "eval_predictions.json").write_text("new predictions")
+        temporary(tmp_path / "eval.json").write_text("new")
+    assert _tree(disk) == {"eval.json": b"new", "eval_predictions.json": b"new predictions"}
+    assert all((tmp_path / name).is_symlink() for name in ("eval.json", "eval_predictions.json"))
+    assert (tmp_path / "eval.json").read_text() == "new"

@@ -5,7 +5,8 @@ renamed into place once every file is in it, so a reader sees the earlier run or
 never a mix, and an interrupted run leaves the earlier folder as it was. A non-empty folder is
 refused unless ``overwrite``; even then a folder holding anything the command does not write is
 refused, since replacing the folder would lose it. An output equal to, inside or holding one of
-the command's inputs is refused whatever ``overwrite`` says.
+the command's inputs is refused whatever ``overwrite`` says. A symbolic link given as an output
+is followed: its target is written (replaced whole, beside the target) and the link is kept.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def check_not_an_input(option: str, output: Path, inputs: Mapping[str, Path]) ->
         )
 
 
+def followed(option: str, path: Path) -> Path:
+    """``path`` absolute with its symbolic links followed (a dangling link: where it points); a link loop is refused."""
+    try:
+        os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        pass  # nothing there yet (or a link to a path not made yet): written where it points
+    except OSError as error:
+        raise OSError(f"{option}: {str(path)!r} cannot be followed ({error.strerror}); expected a path or a link to one") from None
+    return Path(os.path.realpath(path))
+
+
 def check_writable_parent(option: str, output: Path) -> None:
     """The folder that ``output`` will be created in (its nearest existing ancestor) must be a writable folder."""
     ancestor = output.absolute().parent
@@ -69,6 +81,7 @@ class RunFolder:
 
     def check(self, inputs: Mapping[str, Path] = {}) -> None:
         """Everything that can be checked before the run: call it before the model loads."""
+        followed(self.option, self.path)  # first: a link loop cannot be resolved below
         check_not_an_input(self.option, self.path, inputs)
         self._check_contents()
         check_writable_parent(self.option, self._absolute)
@@ -133,8 +146,8 @@ class RunFolder:
 
     @property
     def _absolute(self) -> Path:
-        """The folder as an absolute path without . or .. (renames need its real name and parent)."""
-        return Path(os.path.abspath(self.path))
+        """The folder as an absolute path, links followed (renames need its real name and parent)."""
+        return followed(self.option, self.path)
 
     def _sibling(self, suffix: str) -> Path:
         return self._absolute.with_name(f".{self._absolute.name}.{uuid.uuid4().hex[:12]}{suffix}")
@@ -158,29 +171,32 @@ class OutputFiles:
     def check(self, inputs: Mapping[str, Path] = {}) -> None:
         """Everything that can be checked before the run: call it before the model loads."""
         for path in (self.main, *self.companions):
+            followed(self.option, path)  # first: a link loop cannot be resolved below
             check_not_an_input(self.option, path, inputs)
         self._check_existing()
-        check_writable_parent(self.option, Path(os.path.abspath(self.main)))
+        check_writable_parent(self.option, followed(self.option, self.main))
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Callable[[Path], Path]]:
         """Yields ``temporary(path)``: the file to write for the output ``path`` (``main`` must be written)."""
         self._check_existing()  # again: files may have appeared during the run
-        self.main.absolute().parent.mkdir(parents=True, exist_ok=True)
+        targets = {path: followed(self.option, path) for path in (self.main, *self.companions)}  # links: their targets
+        main = targets[self.main]
+        main.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex[:12]
-        temporaries = {path: path.with_name(f".{path.name}.{token}.tmp") for path in (self.main, *self.companions)}
+        temporaries = {path: target.with_name(f".{target.name}.{token}.tmp") for path, target in targets.items()}
         try:
             yield temporaries.__getitem__
             if not temporaries[self.main].is_file():
                 raise RuntimeError(f"{self.option}: {str(self.main)!r} was not written")
-            self.main.unlink(missing_ok=True)
+            main.unlink(missing_ok=True)
             for path in self.companions:
                 if temporaries[path].exists():
-                    os.replace(temporaries[path], path)
+                    os.replace(temporaries[path], targets[path])
                 else:
-                    path.unlink(missing_ok=True)
-            os.replace(temporaries[self.main], self.main)
-            sync_folder(self.main.absolute().parent)
+                    targets[path].unlink(missing_ok=True)
+            os.replace(temporaries[self.main], main)
+            sync_folder(main.parent)
         finally:
             for temporary in temporaries.values():
                 temporary.unlink(missing_ok=True)
