@@ -90,6 +90,7 @@ BEFORE_THE_MODEL = [
     ("fit-steps-without-level-3", _tune("--search", "levels", "--fit-steps", "3"), "--fit-steps: only used with level 3"),
     ("fit-prior-negative", _tune("--search", "levels", "--levels", "3", "--fit-prior", "-0.5"), "argument --fit-prior"),
     ("level-3-full-sequence", _tune("--search", "levels", "--levels", "3", "--answer-forms", "full_sequence"), "level 3 (--levels): needs answer-position scoring"),
+    ("gradient-probes-full-sequence", _tune("--search", "levels", "--levels", "2", "--probes", "gradient", "--answer-forms", "full_sequence"), "--probes gradient: needs answer-position scoring"),
     ("unknown-option", _tune("--gamma", "2"), "unrecognized arguments: --gamma"),
     ("evaluate-profile-missing", ["evaluate", "--profile", "{folder}/nothing-here"], "--profile: "),
     ("evaluate-profile-folder-without-profile", ["evaluate", "--profile", "{folder}"], "folder' has no profile.json"),

@@ -91,10 +91,10 @@ def test_bad_profiles_are_refused_before_the_model_loads(workspace, task_dir, ca
         (["--wandb_args", "project=x"], "--wandb_args is not taken"),
         (["--batch_size", "0"], "expected an integer >= 1, 'auto' or 'auto:N'"),
         (["--num_fewshot", "-1"], "expected an integer >= 0"),
-        (["--seed", "1,2"], "expected one integer or four"),
-        (["--seed", "-1"], "argument --seed: expected one integer or four comma-separated integers in [0, 2**32) (None to leave one unset), got '-1'"),
-        (["--seed", "0,1,-5,None"], "argument --seed: expected one integer or four"),
-        (["--seed", str(2**32)], "argument --seed: expected one integer or four"),
+        (["--seed", "1,2"], "expected one integer, or three or four"),
+        (["--seed", "-1"], "argument --seed: expected one integer, or three or four comma-separated integers, in [0, 2**32) (None to leave one unset), got '-1'"),
+        (["--seed", "0,1,-5,None"], "argument --seed: expected one integer, or three or four"),
+        (["--seed", str(2**32)], "argument --seed: expected one integer, or three or four"),
         (["--limit", "inf"], "argument --limit/-L: expected a finite number > 0, got 'inf'"),
         (["--limit", "nan"], "argument --limit/-L: expected a finite number > 0"),
         (["--limit", "0"], "argument --limit/-L: expected a finite number > 0"),
@@ -122,3 +122,10 @@ def test_neutral_and_file_profiles_exclude_each_other(workspace, task_dir, capsy
     _, folder, profile = workspace
     assert main(_lm_eval(folder, task_dir, "--neutral-profile", "--profile", str(profile))) == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seeds"), [("7", [7]), ("1,2,3", [1, 2, 3]), ("0,None,5,9", [0, None, 5, 9])])
+def test_one_three_or_four_seeds_are_taken(text, seeds):
+    from zerotuning.lm_eval.cli import _seeds
+
+    assert _seeds(text) == seeds

@@ -74,7 +74,7 @@ def _add_lm_eval(commands: argparse._SubParsersAction, formatter_class) -> None:
     run.add_argument("--apply_chat_template", nargs="?", const=True, default=False, help="render prompts with the tokenizer's chat template (optionally its name)")
     run.add_argument("--fewshot_as_multiturn", nargs="?", const=True, default=None, type=_boolean, help="few-shot examples as a multi-turn conversation (needs --apply_chat_template)")
     run.add_argument("--system_instruction", default=None, help="a system instruction added to the prompts")
-    run.add_argument("--seed", type=_seeds, default=None, help="seeds for python, numpy, torch and the few-shot sampler: one integer, or four (None leaves one unset)")
+    run.add_argument("--seed", type=_seeds, default=None, help="seeds for python, numpy, torch and the few-shot sampler: one integer (all four), or three or four comma-separated ones (None leaves one unset)")
     run.add_argument("--use_cache", "-c", default=None, help="sqlite file caching model responses")
     run.add_argument("--cache_requests", choices=("true", "refresh", "delete"), default=None, help="cache the built requests")
     run.add_argument("--check_integrity", action="store_true", help="run the tasks' test suites")
@@ -297,6 +297,6 @@ def _seeds(text: str) -> list[int | None]:
     in_range = all(seed is None or 0 <= seed < 2**32 for seed in seeds)
     if len(seeds) not in (1, 3, 4) or not in_range:
         raise argparse.ArgumentTypeError(
-            f"expected one integer or four comma-separated integers in [0, 2**32) (None to leave one unset), got {text!r}"
+            f"expected one integer, or three or four comma-separated integers, in [0, 2**32) (None to leave one unset), got {text!r}"
         )
     return seeds
