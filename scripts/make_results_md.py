@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from results_md_chat_template import chat_template_section, is_chat_template_run
+from results_md_files import recorded
 from results_md_generation import generation_section, is_generation_run
 from results_md_level3 import is_level3_run, level3_section
 from zerotuning.atomic_files import write_text_atomically
@@ -32,7 +33,7 @@ RUN_FILES = ("results.json", "profile.json", "metric_vs_gamma.png", "head_effect
 
 def load_runs(folder: Path) -> list[dict]:
     runs = []
-    for path in sorted(folder.rglob("results.json")):
+    for path in recorded(folder, "results.json", recursive=True):
         with open(path) as f:
             results = json.load(f)
         name = path.parent.relative_to(folder).as_posix()

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from results_md_files import recorded
+
 FOLDER = "chat_template"
 LINKED = ("results.json", "profile.json", "README.md")
 SIGNIFICANCE = 0.05
@@ -24,7 +26,7 @@ def is_chat_template_run(name: str) -> bool:
 
 def load_chat_template_runs(folder: Path) -> list[dict]:
     runs = []
-    for path in sorted((folder / FOLDER).glob("*/results.json")):
+    for path in recorded(folder / FOLDER, "*/results.json"):
         results = json.loads(path.read_text())
         runs.append(dict(name=path.parent.name, path=path, results=results))
     # Task by task, the plain prompt first.

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from results_md_files import recorded
+
 SIGNIFICANCE = 0.05
 MODEL_ORDER = ("smollm2", "gemma3")
 # Measures in the tables: (field, heading, percent?)
@@ -24,7 +26,7 @@ def is_generation_run(results: dict) -> bool:
 
 def load_generation_runs(folder: Path) -> list[dict]:
     runs = []
-    for path in sorted((folder / "generation").glob("*/results.json")):
+    for path in recorded(folder / "generation", "*/results.json"):
         results = json.loads(path.read_text())
         if not is_generation_run(results):
             raise SystemExit(f"{path}: not a generation run (task kind {results.get('task', {}).get('spec', {}).get('kind')!r})")
@@ -34,7 +36,7 @@ def load_generation_runs(folder: Path) -> list[dict]:
 
 def load_collateral(folder: Path) -> list[dict]:
     runs = []
-    for path in sorted((folder / "collateral").glob("*.json")):
+    for path in recorded(folder / "collateral", "*.json"):
         if path.name.endswith("_predictions.json"):
             continue
         results = json.loads(path.read_text())

@@ -63,3 +63,15 @@ def test_a_pair_that_differs_in_more_than_the_template_says_so(results_folder):
 
 def test_chat_template_runs_stay_out_of_the_main_tables(results_folder):
     assert [run["name"] for run in load_runs(results_folder)] == ["tiny-reviews-supervised"]
+
+
+def test_runs_being_written_or_left_by_an_interruption_stay_off_the_page(results_folder, tmp_path):
+    import shutil
+
+    from results_md_chat_template import load_chat_template_runs
+
+    folder = shutil.copytree(results_folder, tmp_path / "results")
+    shutil.copytree(folder / "tiny-reviews-supervised", folder / ".tiny-reviews-supervised.0123456789ab.incomplete")
+    shutil.copytree(folder / "chat_template" / "tiny-reviews-on", folder / "chat_template" / ".tiny-reviews-on.0123456789ab.replaced")
+    assert [run["name"] for run in load_runs(folder)] == ["tiny-reviews-supervised"]
+    assert [run["name"] for run in load_chat_template_runs(folder)] == ["tiny-reviews-off", "tiny-reviews-on"]
