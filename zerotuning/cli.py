@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .generation.experiment import GenerationSettings
     from .tuning.experiment import RunSettings
 
+DEFAULT_BATCH_SIZE = 8
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 DESCRIPTION = """ZeroTuning: rescale each attention head's attention to the initial (sink) token.
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except _OptionError as error:
         print(error, file=sys.stderr)
         return 2
+    if getattr(args, "batch_size", DEFAULT_BATCH_SIZE) is None and getattr(args, "engine", "transformers") == "transformers":
+        args.batch_size = DEFAULT_BATCH_SIZE
     try:
         return args.command_function(args)
     # Bad input or environment: one line, not a traceback. TypeError included: the glue raises it
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(tune)
     _add_tuning_options(tune)
     _add_generation_options(tune)
+    _add_engine_options(tune)
     tune.add_argument("--out", type=Path, default=Path("zerotuning-out"), help="folder for the profile, results and plots (new or empty, unless --overwrite)")
     _add_overwrite_option(tune, "an earlier tuning run's folder: replaced whole once this run's files are all written (a folder holding other files is still refused)")
     tune.set_defaults(command_function=_tune)
@@ -170,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine", "what runs the scoring passes (docs/vllm.md, Tuning through vLLM)")
+    group.add_argument(
+        "--engine", choices=("transformers", "vllm"), default="transformers",
+        help="transformers: the loaded model with zerotuning.apply; vllm: a vLLM engine started from an export of the loaded "
+        "model, each candidate profile swapped into it (needs the zerotuning[vllm] environment; answer-position scoring, "
+        "no gradient paths, no generation tasks)",
+    )
+    group.add_argument("--tensor-parallel-size", type=cli_checks.integer_at_least(1), default=None, help="with --engine vllm: vLLM's tensor_parallel_size; default: 1")
+    group.add_argument("--vllm-model", type=Path, default=None, help="with --engine vllm: an existing `zerotuning export` folder of --model to serve (default: export to a temporary folder)")
+
+
 def _add_overwrite_option(parser: argparse.ArgumentParser, replaces: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"allow --out to be {replaces}")
 
@@ -182,7 +198,10 @@ def _add_model_options(parser: argparse.ArgumentParser, model_default: str | Non
         help="what zerotuning.models.load_model loads: a known name (smollm2, gemma3), a local HuggingFace model "
         "folder (config + weights + tokenizer) or a .gguf file" + ("; default: the one recorded in the profile" if model_default is None else ""),
     )
-    group.add_argument("--batch-size", type=cli_checks.integer_at_least(1), default=8, help="examples per forward pass (rows are left-padded and sorted by length)")
+    group.add_argument(
+        "--batch-size", type=cli_checks.integer_at_least(1), default=None,
+        help=f"examples per forward pass (rows are left-padded and sorted by length); default: {DEFAULT_BATCH_SIZE} (not with --engine vllm, whose scheduler batches)",
+    )
     group.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weight and activation dtype")
     group.add_argument("--device", type=cli_checks.device, default="cpu", help="torch device to run on, e.g. cpu or cuda")
 
@@ -372,6 +391,7 @@ def _tune(args: argparse.Namespace) -> int:
     out.check(local_inputs(**{"--task": request.source, "--model": args.model}))  # before the model loads
     cli_checks.check_task_fits(task, shots=settings.shots, folds=_objective_folds(settings))
     cli_checks.check_gradient_paths(tuning_config, answer_forms=getattr(settings, "answer_forms", None), generation=generation)
+    vllm_options = cli_checks.vllm_options(args, tuning_config, generation=generation)
     model, tokenizer = _load_model(args)
     cli_checks.check_model_fits(model, layers=settings.layers)
     if generation:
@@ -380,7 +400,7 @@ def _tune(args: argparse.Namespace) -> int:
 
         results, tuning = run_generation_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
     else:
-        results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model))
+        results, tuning = run_tuning(model, tokenizer, task, settings, run_record.describe_model(model), vllm_options)
     run_record.write_tuning_run(out, results, tuning, request, settings, run_record.model_spec_for_record(args.model))
     if tuning.selected.fit is not None and tuning.selected.heads is None:
         print(f"selected {tuning.selected.name}: {tuning.selected.note}")

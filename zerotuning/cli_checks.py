@@ -129,6 +129,34 @@ def check_gradient_paths(tuning, *, answer_forms: str | None, generation: bool) 
             raise ValueError(f"{path}: needs answer-position scoring, but --answer-forms is full_sequence (whole-answer scoring); use surface or first_token")
 
 
+def vllm_options(args: argparse.Namespace, tuning, *, generation: bool):
+    """``--engine`` and its options: None for transformers, the engine's options for vLLM, or a refusal (before the model loads)."""
+    if args.engine != "vllm":
+        for name in ("tensor_parallel_size", "vllm_model"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')}: only used with --engine vllm, but --engine is {args.engine!r}")
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError("--engine vllm: vllm is not importable in this Python; run from the zerotuning[vllm] environment (scripts/setup_vllm_env.sh, .venv-vllm)")
+    if generation:
+        raise ValueError("--engine vllm: scores answer-token tasks only (the answer position); the task is a generation task, tune it with --engine transformers")
+    if tuning.search == "levels" and (3 in tuning.levels or (2 in tuning.levels and tuning.probes == "gradient")):
+        raise ValueError("--engine vllm: level 3 and --probes gradient need backward passes, which vLLM does not run; use --levels 0,1,2 with --probes forward, or --engine transformers")
+    if args.answer_forms == "full_sequence":
+        raise ValueError("--engine vllm: scores the answer position only; --answer-forms full_sequence is not supported (use surface or first_token)")
+    if args.batch_size is not None:
+        raise ValueError(f"--batch-size: vLLM's scheduler batches the requests, so --batch-size {args.batch_size} would be ignored; drop it with --engine vllm")
+    if args.device != "cpu":
+        raise ValueError(f"--device: with --engine vllm the scoring device is vLLM's platform, so --device {args.device} would be ignored; drop it")
+    if args.vllm_model is not None and not (args.vllm_model / "config.json").is_file():
+        raise FileNotFoundError(f"--vllm-model: {str(args.vllm_model)!r} has no config.json; expected a folder written by `zerotuning export`")
+    from .vllm.scoring_engine import VllmOptions
+
+    return VllmOptions(tensor_parallel_size=args.tensor_parallel_size or 1, model_folder=args.vllm_model)
+
+
 def check_model_fits(model, *, layers: tuple[int, ...] | None = None, profile=None, profile_source: str = "") -> None:
     """The loaded model against the options that name its parts (right after it loads, before any scoring)."""
     from .profile import ModelIdentity

@@ -9,6 +9,7 @@ from ..evaluation.bootstrap import bootstrap_mean_interval
 from ..evaluation.report import compare_on_test, paired_comparison
 from ..hf import remove
 from ..profile import ModelIdentity, Profile
+from ..scoring.answer_tokens import FULL_SEQUENCE
 from ..scoring.cost import CostLedger
 from ..scoring.prepared_task import PreparedTask, prepare_task
 from ..scoring.option_format import OPTION_TASK_DEFAULT
@@ -65,7 +66,7 @@ class RunSettings:
 class Session:
     """A model and a prepared task, with one scorer, one cost ledger and one score cache per split."""
 
-    def __init__(self, model, tokenizer, task: Task, settings: RunSettings) -> None:
+    def __init__(self, model, tokenizer, task: Task, settings: RunSettings, vllm_options=None) -> None:
         self.model = model
         self.settings = settings
         self.ledger = CostLedger()
@@ -74,12 +75,44 @@ class Session:
                 task, tokenizer, shots=settings.shots, seed=settings.seed, answer_forms=settings.answer_forms, chat_template=settings.chat_template
             )
         self.space = CandidateSpace.for_model(model, settings.layers)
-        scorer = make_scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
+        self.objective = settings.make_objective()
+        self.engine = None
+        self.engine_settings = {"engine": "transformers"}
+        if vllm_options is None:
+            scorer = make_scorer(model, tokenizer, self.prepared.answer_tokens, batch_size=settings.batch_size, ledger=self.ledger)
+            self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
+            self.score_subset = {name: apply_and_score_subset(model, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
+        else:
+            scorer = self._start_vllm(model, tokenizer, vllm_options)
         self.rows_per_example = scorer.rows_per_example
         self.scorer = scorer
-        self.score = {name: apply_and_score(model, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
-        self.score_subset = {name: apply_and_score_subset(model, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
-        self.objective = settings.make_objective()
+
+    def _start_vllm(self, model, tokenizer, options):
+        """The engine, last (nothing after it can fail before ``close``), and the score functions that swap profiles into it."""
+        from ..vllm.scoring_engine import VllmEngine, VllmScorer
+        from .model_scoring import serve_and_score, serve_and_score_subset
+
+        if self.prepared.answer_tokens.mode == FULL_SEQUENCE:  # --answer-forms auto can resolve to it: refuse before the engine starts
+            raise ValueError("--engine vllm: scores the answer position only, but the answers are scored whole (--answer-forms resolved to full_sequence: they share first tokens)")
+        longest = max(int(scoring_set.lengths().max()) for scoring_set in self.prepared.sets.values())
+        with self.ledger.stage("engine_start"):
+            self.engine = VllmEngine(model, tokenizer, options, longest)
+        try:
+            scorer = VllmScorer(self.engine, tokenizer, self.prepared.answer_tokens, ledger=self.ledger)
+        except BaseException:
+            self.close()
+            raise
+        self.engine_settings = self.engine.settings
+        self.score = {name: serve_and_score(self.engine, scorer, scoring_set, self.ledger) for name, scoring_set in self.prepared.sets.items()}
+        self.score_subset = {name: serve_and_score_subset(self.engine, scorer, scoring_set) for name, scoring_set in self.prepared.sets.items()}
+        return scorer
+
+    def close(self) -> None:
+        """Take the profile off the model and stop the vLLM engine, if any."""
+        remove(self.model)
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     def head_gradients(self, split: str):
         """``gradients(profile)``: [num_layers, num_heads] d surrogate / d log_gamma on ``split`` at ``profile``."""
@@ -112,12 +145,15 @@ class Session:
             "task": self.prepared.summary(),
             "splits": {name: len(scoring_set.example_ids) for name, scoring_set in self.prepared.sets.items()},
             "settings": self.settings.to_json(),
+            "engine": self.engine_settings,
         }
 
 
-def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: dict) -> tuple[dict, TuningResult]:
-    """Tune on calibration, then score every level's profile on test; the results dict and the tuning result."""
-    session = Session(model, tokenizer, task, settings)
+def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: dict, vllm_options=None) -> tuple[dict, TuningResult]:
+    """Tune on calibration, then score every level's profile on test; the results dict and the tuning result.
+
+    ``vllm_options`` (``zerotuning.vllm.scoring_engine.VllmOptions``): score through a vLLM engine instead of ``model``."""
+    session = Session(model, tokenizer, task, settings, vllm_options)
     try:
         session.check_gradient_paths()
         baseline = session.baseline("calibration")
@@ -134,7 +170,7 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
             with session.ledger.stage(f"test.{level_result.name}"):
                 tests[level] = session.score["test"](level_result.profile, level_result.name)
     finally:
-        remove(model)
+        session.close()
     selected = result.selected
     test = compare_on_test(baseline_test, tests[selected.level], baseline, selected.scored, resamples=settings.resamples, seed=settings.seed)
     results = {

@@ -1,4 +1,4 @@
-"""Scoring a candidate on a real model: ``zerotuning.apply`` its profile, then score a split."""
+"""Scoring a candidate on a real model: ``zerotuning.apply`` its profile (or swap it into a vLLM engine), then score a split."""
 
 from __future__ import annotations
 
@@ -27,6 +27,26 @@ def apply_and_score_subset(model, scorer: Scorer | SequenceScorer, scoring_set: 
 
     def score(profile: Profile, indices, description: str) -> ScoredSplit:
         apply(model, profile)
+        return scorer.score(scoring_set.subset(indices), f"{scoring_set.name}: {description}")
+
+    return score
+
+
+def serve_and_score(engine, scorer, scoring_set: ScoringSet, ledger: CostLedger) -> ScoreCache:
+    """As ``apply_and_score``, through a vLLM engine (``zerotuning.vllm.scoring_engine``): each profile swapped into it."""
+
+    def score(profile: Profile, description: str) -> ScoredSplit:
+        engine.serve(profile)
+        return scorer.score(scoring_set, f"{scoring_set.name}: {description}")
+
+    return ScoreCache(score, ledger)
+
+
+def serve_and_score_subset(engine, scorer, scoring_set: ScoringSet):
+    """As ``apply_and_score_subset``, through a vLLM engine."""
+
+    def score(profile: Profile, indices, description: str) -> ScoredSplit:
+        engine.serve(profile)
         return scorer.score(scoring_set.subset(indices), f"{scoring_set.name}: {description}")
 
     return score
