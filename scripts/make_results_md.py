@@ -6,7 +6,9 @@ Every results.json under the folder (at any depth) is a run: runs of the budgete
 default) and runs of the full Levels 0-2 (``--search levels``, and runs made before the option
 existed) get their own tables, runs with Level 3 their own section (``results_md_level3.py``); generation runs (``generation/``) and collateral-damage
 evaluations (``collateral/``) get their own section (``results_md_generation.py``), and so do the
-runs with and without the chat template (``chat_template/``, ``results_md_chat_template.py``). Every number in the page comes from those files; the page says how
+runs with and without the chat template (``chat_template/``, ``results_md_chat_template.py``). The engine
+comparisons (``engine_vllm/``: one setting tuned through transformers and through vLLM) are no runs of the
+matrix and are left out (docs/vllm.md reports them). Every number in the page comes from those files; the page says how
 they were produced.
 """
 
@@ -28,6 +30,7 @@ SIGNIFICANCE = 0.05
 # Table order: the default model and the classification task first; unknown names after, by name.
 MODEL_ORDER = ("smollm2", "gemma3")
 TASK_ORDER = ("sentiment", "capitals", "elements")
+ENGINE_COMPARISONS = "engine_vllm/"
 RUN_FILES = ("results.json", "profile.json", "metric_vs_gamma.png", "head_effects.png", "fitted_gammas.png")
 
 
@@ -38,7 +41,7 @@ def load_runs(folder: Path) -> list[dict]:
             results = json.load(f)
         name = path.parent.relative_to(folder).as_posix()
         # Generation runs and the chat-template runs have their own sections (results_md_generation.py, results_md_chat_template.py).
-        if not is_generation_run(results) and not is_chat_template_run(name):
+        if not is_generation_run(results) and not is_chat_template_run(name) and not name.startswith(ENGINE_COMPARISONS):
             runs.append(dict(name=name, results=results))
     if not runs:
         raise SystemExit(f"{folder}: no */results.json found (run scripts/run_results_matrix.py first)")

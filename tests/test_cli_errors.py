@@ -4,6 +4,8 @@ the test if called), what needs the model is checked before anything is scored."
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import transformers
 
@@ -91,6 +93,9 @@ BEFORE_THE_MODEL = [
     ("fit-prior-negative", _tune("--search", "levels", "--levels", "3", "--fit-prior", "-0.5"), "argument --fit-prior"),
     ("level-3-full-sequence", _tune("--search", "levels", "--levels", "3", "--answer-forms", "full_sequence"), "level 3 (--levels): needs answer-position scoring"),
     ("gradient-probes-full-sequence", _tune("--search", "levels", "--levels", "2", "--probes", "gradient", "--answer-forms", "full_sequence"), "--probes gradient: needs answer-position scoring"),
+    ("tensor-parallel-without-vllm", _tune("--tensor-parallel-size", "2"), "--tensor-parallel-size: only used with --engine vllm, but --engine is 'transformers'"),
+    ("vllm-model-without-vllm", _tune("--vllm-model", "{folder}"), "--vllm-model: only used with --engine vllm"),
+    ("tensor-parallel-zero", _tune("--engine", "vllm", "--tensor-parallel-size", "0"), "argument --tensor-parallel-size"),
     ("unknown-option", _tune("--gamma", "2"), "unrecognized arguments: --gamma"),
     ("evaluate-profile-missing", ["evaluate", "--profile", "{folder}/nothing-here"], "--profile: "),
     ("evaluate-profile-folder-without-profile", ["evaluate", "--profile", "{folder}"], "folder' has no profile.json"),
@@ -158,6 +163,13 @@ def test_refused_after_loading_before_scoring(files, template, expected, capsys,
 
 def _refuse_scoring(*args, **kwargs):
     pytest.fail("scoring started before the model-dependent checks")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable here (tests_vllm covers its refusals)")
+def test_engine_vllm_without_vllm_is_refused_before_the_model_loads(files, capsys, monkeypatch):
+    monkeypatch.setattr(zerotuning.cli, "load_model", _refuse)
+    assert main(_argv(_tune("--engine", "vllm"), files)) == 2
+    assert "--engine vllm: vllm is not importable in this Python" in _one_line(capsys)
 
 
 def test_type_errors_from_the_glue_are_one_line_too(files, capsys, monkeypatch):

@@ -90,3 +90,22 @@ def test_an_export_of_another_model_is_refused(loaded, tmp_path):
     (folder / "zerotuning_export.json").write_text(json.dumps({"identity": {"model_type": "llama", "num_layers": 2}, "load_record": {}}))
     with pytest.raises(ValueError, match="is an export of another model: its identity"):
         check_export_matches(folder, loaded[0])
+
+
+REFUSED = [
+    (["--task", "short_answers"], "the task is a generation task"),
+    (["--task", "sentiment", "--search", "levels", "--levels", "0,3"], "level 3 and --probes gradient need backward passes"),
+    (["--task", "sentiment", "--search", "levels", "--probes", "gradient"], "level 3 and --probes gradient need backward passes"),
+    (["--task", "sentiment", "--answer-forms", "full_sequence"], "--answer-forms full_sequence is not supported"),
+    (["--task", "sentiment", "--batch-size", "4"], "--batch-size 4 would be ignored"),
+    (["--task", "sentiment", "--vllm-model", "/nonexistent/export"], "--vllm-model: '/nonexistent/export' has no config.json"),
+]
+
+
+@pytest.mark.parametrize("options, expected", REFUSED, ids=[options[-1] for options, _ in REFUSED])
+def test_what_vllm_cannot_score_is_refused_before_the_model_loads(options, expected, tmp_path, capsys, monkeypatch):
+    import zerotuning.cli
+
+    monkeypatch.setattr(zerotuning.cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the options were checked"))
+    assert main(["tune", "--model", "smollm2", *options, "--engine", "vllm", "--out", str(tmp_path / "never")]) == 2
+    assert expected in capsys.readouterr().err
