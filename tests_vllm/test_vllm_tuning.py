@@ -93,7 +93,7 @@ def test_an_export_of_another_model_is_refused(loaded, tmp_path):
 
 
 REFUSED = [
-    (["--task", "short_answers"], "the task is a generation task"),
+    (["--task", "short_answers", "--search", "levels"], "the task is a generation task"),
     (["--task", "sentiment", "--search", "levels", "--levels", "0,3"], "level 3 and --probes gradient need backward passes"),
     (["--task", "sentiment", "--search", "levels", "--probes", "gradient"], "level 3 and --probes gradient need backward passes"),
     (["--task", "sentiment", "--answer-forms", "full_sequence"], "--answer-forms full_sequence is not supported"),
@@ -102,7 +102,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("options, expected", REFUSED, ids=[options[-1] for options, _ in REFUSED])
+@pytest.mark.parametrize("options, expected", REFUSED, ids=["generation", "level3", "gradient", "full_sequence", "batch_size", "vllm_model"])
 def test_what_vllm_cannot_score_is_refused_before_the_model_loads(options, expected, tmp_path, capsys, monkeypatch):
     import zerotuning.cli
 
