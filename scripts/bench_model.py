@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -107,6 +109,17 @@ def check_peers_differ(model, profile: Profile, ids: torch.Tensor) -> float:
     return change
 
 
+def source_commit() -> str:
+    """The repository's commit (with ``-dirty`` if tracked files differ from it), or why there is none."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+    except (OSError, subprocess.CalledProcessError) as error:
+        return f"unknown ({error})"
+    return commit + ("-dirty" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="what zerotuning.models.load_model loads")
@@ -156,6 +169,9 @@ def main() -> None:
         "decode": interleaved(decode, model, profile, args.repeats, "decode"),
     }
     summary = {
+        "command": " ".join(["python", *sys.argv]),
+        "commit": source_commit(),
+        "torch": torch.__version__,
         "model": args.model,
         "threads": args.threads,
         "repeats": args.repeats,

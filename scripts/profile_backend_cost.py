@@ -97,7 +97,7 @@ def attention_pieces(model, args: tuple, kwargs: dict) -> dict[str, Callable[[],
 
     def op_below_autograd():
         with torch._C._AutoDispatchBelowAutograd():
-            return ops._OP(*op_args)
+            return ops.SINK_ATTENTION_OP(*op_args)
 
     return {
         "stock sdpa_attention_forward": lambda: sdpa_attention_forward(*args, **kwargs),
@@ -108,7 +108,7 @@ def attention_pieces(model, args: tuple, kwargs: dict) -> dict[str, Callable[[],
         "  ops.sink_attention (wrapper + op)": lambda: ops.sink_attention(
             query, key, value, log_gamma, sink_index=sink_index, attn_mask=attention_mask, is_causal=causal, scale=scaling
         ),
-        "  op via dispatcher, autograd kernel": lambda: ops._OP(*op_args),
+        "  op via dispatcher, autograd kernel": lambda: ops.SINK_ATTENTION_OP(*op_args),
         "  op via dispatcher, below autograd": op_below_autograd,
         "  output transpose + contiguous": lambda: out.transpose(1, 2).contiguous(),
         "torch sdpa alone (enable_gqa)": lambda: torch.nn.functional.scaled_dot_product_attention(

@@ -6,8 +6,10 @@ import torch
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.zerotuning)
 
-_OP = torch.ops.zerotuning.sink_attention.default
-_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+# The op and the guard that skips its Python autograd kernel without grad mode (sink_attention_op,
+# and the transformers backend's inline inference path).
+SINK_ATTENTION_OP = torch.ops.zerotuning.sink_attention.default
+BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def sink_attention(
@@ -35,17 +37,21 @@ def sink_attention(
     at position p see keys j > p - W. Returns out [B, Hq, Lq, D] (and the float32 log-sum-exp
     [B, Hq, Lq] if ``return_lse``). Full semantics: ``zerotuning.reference``.
     """
-    args = (q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        out, lse = _OP(*args)
-    else:
-        # Without grad mode, the autograd kernel of an op registered from Python only
-        # redispatches below itself, but through Python: a fifth of a decoding step's attention
-        # call (docs/hf_integration.md, model-level cost). Going below autograd here is the same
-        # dispatch without that detour. (Compiled graphs keep the plain call, which dynamo traces.)
-        with _BELOW_AUTOGRAD():
-            out, lse = _OP(*args)
+    out, lse = sink_attention_op(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
     return (out, lse) if return_lse else out
+
+
+def sink_attention_op(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window):
+    """The op with every argument positional: ``(out, lse)``. What ``sink_attention`` and the
+    transformers backend call (once per layer and decoding step: no keyword repacking)."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return SINK_ATTENTION_OP(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
+    # Without grad mode, the autograd kernel of an op registered from Python only redispatches
+    # below itself, but through Python: a fifth of a decoding step's attention call
+    # (docs/hf_integration.md, "Model-level cost"). Going below autograd here is the same dispatch
+    # without that detour. (Compiled graphs keep the plain call, which dynamo traces.)
+    with BELOW_AUTOGRAD():
+        return SINK_ATTENTION_OP(q, k, v, log_gamma, sink_index, attn_mask, is_causal, scale, softcap, sliding_window)
 
 
 def cpu_isa() -> str:

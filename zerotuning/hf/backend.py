@@ -5,7 +5,7 @@ function silently receives no mask at all (and so loses causal and padding maski
 
 * The mask function builds transformers' own boolean mask (``sdpa_mask``) and records each
   row's sink for the layers of that mask kind (see ``sinks.py``).
-* The attention function calls ``zerotuning.sink_attention`` with the layer's log-gammas, read
+* The attention function calls the ``zerotuning.sink_attention`` op with the layer's log-gammas, read
   from a buffer on the attention module (``prepare_module`` puts it there, ``release_module``
   takes it off): an attribute look-up, no host sync, no new tensor.
 
@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from ..ops import sink_attention
+from ..ops import BELOW_AUTOGRAD, SINK_ATTENTION_OP, sink_attention_op
 from . import sinks
 
 BACKEND_NAME = "zerotuning"
@@ -118,34 +118,32 @@ def zerotuning_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] -> ([B, Lq, Hq, D], None)."""
-    packed_kwargs = _refuse_unsupported(module, dropout, kwargs)
-    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(
-            f"zerotuning: attention_mask must be a tensor or None, got {type(attention_mask).__name__} "
-            f"in {type(module).__name__}"
-        )
+    # Runs once per layer and decoding step, where its Python is a measurable part of the step
+    # (docs/hf_integration.md, "Model-level cost"): the usual case costs one comparison of the
+    # keyword names and a few dict reads; the loops that explain a refusal run only when needed.
+    packed_kwargs = None
+    if dropout or not kwargs.keys() <= _HARMLESS_KWARGS:
+        packed_kwargs = _refuse_unsupported(module, dropout, kwargs)
     kv_length = key.shape[-2]
-    if attention_mask is not None and attention_mask.shape[-1] > kv_length:
-        attention_mask = attention_mask[..., :kv_length]
-    kind = sinks.mask_kind(sliding_window)
-    sink_index = sinks.recorded(module, kind, kv_length, query.device)
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"zerotuning: attention_mask must be a tensor or None, got {type(attention_mask).__name__} "
+                f"in {type(module).__name__}"
+            )
+        if attention_mask.shape[-1] > kv_length:
+            attention_mask = attention_mask[..., :kv_length]
+    kind = sinks.FULL_ATTENTION if sliding_window is None else sinks.mask_kind(sliding_window)
+    sink_index, packed = sinks.recorded_for_layer(module, kind, kv_length, query.device)
     log_gamma = log_gamma_of(module)
-    packed = sinks.recorded_packing(module, kind) or packed_kwargs
+    packed = packed or packed_kwargs
     if packed is not None:
         _refuse_packed_unless_neutral(module, log_gamma, packed)
     causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     # The mask function only lets transformers skip the mask where the kernel's end-aligned
     # causal diagonal equals sdpa's top-left one (one query, or as many queries as keys).
-    out = sink_attention(
-        query,
-        key,
-        value,
-        log_gamma,
-        sink_index=sink_index,
-        attn_mask=attention_mask,
-        is_causal=bool(causal) and attention_mask is None,
-        scale=scaling,
-        softcap=softcap,
+    out, _ = sink_attention_op(
+        query, key, value, log_gamma, sink_index, attention_mask, bool(causal) and attention_mask is None, scaling, softcap, None
     )
     return out.transpose(1, 2).contiguous(), None
 
@@ -229,7 +227,9 @@ def zerotuning_mask(
         config=config,
         **kwargs,
     )
-    sink_index = sinks.sink_index_per_row(attention_mask, batch_size, kv_offset, device)
+    # transformers skips the mask (None) only where no key is padding: every row's sink is then
+    # position 0, found without the two tensor ops per step that read it from the padding mask.
+    sink_index = sinks.sink_index_per_row(None if mask is None else attention_mask, batch_size, kv_offset, device)
     packed = None
     # Only a forward without attention mask and cache can be packed (transformers reads position_ids then).
     no_cache = q_length == kv_length and isinstance(kv_offset, int) and kv_offset == 0
@@ -239,9 +239,61 @@ def zerotuning_mask(
     return mask
 
 
-def attention_or_stock(module: torch.nn.Module, query, key, value, attention_mask, **kwargs: Any):
-    """The registered attention function: ZeroTuning on a module ``apply`` prepared, stock sdpa on any other."""
-    if not hasattr(module, LOG_GAMMA_BITS) and not sinks.is_attached_module(module):
+def attention_or_stock(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+):
+    """The registered attention function: ZeroTuning on a module ``apply`` prepared, stock sdpa on any other.
+
+    The usual inference call (a prepared module, no grad, not compiling, sinks recorded on this
+    device, nothing packed, only harmless keyword arguments) runs inline, in one Python frame: it
+    runs once per layer and decoding step, where each frame and attribute look-up was measured
+    (docs/hf_integration.md, "Model-level cost"). Every other call, refusals included, goes to
+    ``zerotuning_attention`` (or stock sdpa), which does the same with every check spelled out;
+    the tests run both.
+    """
+    state = module.__dict__.get(sinks.STATE_ATTRIBUTE)
+    cached = module.__dict__.get(_LOG_GAMMA_VIEW)
+    entry = None if state is None else state.by_kind.get(sinks.FULL_ATTENTION if sliding_window is None else sinks.mask_kind(sliding_window))
+    if (
+        entry is None
+        or cached is None
+        or cached[0] is not module._buffers.get(LOG_GAMMA_BITS)
+        or LOG_GAMMA_LEAF in module.__dict__
+        or state.packed
+        or dropout
+        or entry[0] != key.shape[-2]
+        or not kwargs.keys() <= _HARMLESS_KWARGS
+        or torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+        or not (attention_mask is None or isinstance(attention_mask, torch.Tensor))
+    ):
+        return _attention_or_stock_checked(
+            module, query, key, value, attention_mask,
+            dropout=dropout, scaling=scaling, sliding_window=sliding_window, softcap=softcap, is_causal=is_causal, **kwargs,
+        )
+    sink_index = entry[1].get(query.device)
+    if sink_index is None:  # layers spread by device_map: the checked path copies the sinks once per device
+        sink_index = sinks.recorded(module, sinks.FULL_ATTENTION if sliding_window is None else sinks.mask_kind(sliding_window), entry[0], query.device)
+    if attention_mask is not None and attention_mask.shape[-1] > entry[0]:
+        attention_mask = attention_mask[..., : entry[0]]
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    with BELOW_AUTOGRAD():  # as in ops.sink_attention_op without grad
+        out, _ = SINK_ATTENTION_OP(query, key, value, cached[1], sink_index, attention_mask, bool(causal) and attention_mask is None, scaling, softcap, None)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _attention_or_stock_checked(module: torch.nn.Module, query, key, value, attention_mask, **kwargs: Any):
+    if LOG_GAMMA_BITS not in module._buffers and not sinks.is_attached_module(module):
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
     return zerotuning_attention(module, query, key, value, attention_mask, **kwargs)
 

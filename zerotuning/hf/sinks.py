@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 FULL_ATTENTION = "full"
-_MODULE_ATTRIBUTE = "zerotuning_sink_state"
+STATE_ATTRIBUTE = "zerotuning_sink_state"
 
 
 def mask_kind(local_size: int | None) -> str:
@@ -170,7 +170,7 @@ def attach(model: torch.nn.Module, configs: list[Any], modules: list[torch.nn.Mo
         _ATTACHED[id(config)] = state_ref
         finalizers += [weakref.finalize(owner, _forget, id(config), state_ref) for owner in (config, state)]
     for module in modules:
-        setattr(module, _MODULE_ATTRIBUTE, state)
+        setattr(module, STATE_ATTRIBUTE, state)
     # Sinks live for one forward: a forward that builds no masks through the mask function must
     # find none, rather than the previous forward's.
     hook = model.register_forward_hook(lambda *_: state.clear(), always_call=True)
@@ -180,7 +180,7 @@ def attach(model: torch.nn.Module, configs: list[Any], modules: list[torch.nn.Mo
 def detach(attachment: SinkAttachment) -> None:
     """Undo ``attach``: no state on the modules, none reachable from the configs, no hook."""
     for module in attachment.modules:
-        delattr(module, _MODULE_ATTRIBUTE)
+        delattr(module, STATE_ATTRIBUTE)
     for config in attachment.configs:
         _forget(id(config), attachment.state_ref)
     for finalizer in attachment.finalizers:
@@ -203,7 +203,7 @@ def record(config: Any, kind: str, kv_length: int, sink_index: torch.Tensor, pac
 
 def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.device) -> torch.Tensor:
     """The reader: the sinks this forward recorded for ``module``'s mask kind, on ``device``."""
-    state: SinkState | None = getattr(module, _MODULE_ATTRIBUTE, None)
+    state: SinkState | None = getattr(module, STATE_ATTRIBUTE, None)
     if state is None:
         raise RuntimeError(
             f"zerotuning: attention module {type(module).__name__} runs with the zerotuning backend "
@@ -212,9 +212,21 @@ def recorded(module: torch.nn.Module, kind: str, kv_length: int, device: torch.d
     return state.lookup(kind, kv_length, device)
 
 
-def recorded_packing(module: torch.nn.Module, kind: str) -> str | None:
-    """Where this forward's ``kind`` mask showed packed sequences, else None (after ``recorded`` found the state)."""
-    return getattr(module, _MODULE_ATTRIBUTE).packed.get(kind)
+def recorded_for_layer(module: torch.nn.Module, kind: str, kv_length: int, device: torch.device) -> tuple[torch.Tensor, str | None]:
+    """``recorded`` and where this forward's ``kind`` mask showed packed sequences (else None), in one call.
+
+    Runs once per layer and decoding step: the usual case (sinks recorded on this device for this
+    many keys) is three dict reads; everything else, errors included, goes through ``lookup``.
+    """
+    state: SinkState | None = module.__dict__.get(STATE_ATTRIBUTE)
+    if state is not None:
+        entry = state.by_kind.get(kind)
+        if entry is not None and entry[0] == kv_length:
+            sink_index = entry[1].get(device)
+            if sink_index is not None:
+                return sink_index, state.packed.get(kind)
+    sink_index = recorded(module, kind, kv_length, device)
+    return sink_index, getattr(module, STATE_ATTRIBUTE).packed.get(kind)
 
 
 def is_attached_config(config: Any) -> bool:
@@ -224,7 +236,7 @@ def is_attached_config(config: Any) -> bool:
 
 def is_attached_module(module: torch.nn.Module) -> bool:
     """Whether an attention module carries a sink state (prepared by ``attach``, or copied from one that was)."""
-    return hasattr(module, _MODULE_ATTRIBUTE)
+    return hasattr(module, STATE_ATTRIBUTE)
 
 
 def _state_of(config: Any) -> SinkState | None:
@@ -240,5 +252,5 @@ def _forget(key: int, state_ref: weakref.ref) -> None:
 
 def owner_name(module: torch.nn.Module) -> str | None:
     """The class name of the model whose state an attention module holds (None if not attached), for messages."""
-    state: SinkState | None = getattr(module, _MODULE_ATTRIBUTE, None)
+    state: SinkState | None = getattr(module, STATE_ATTRIBUTE, None)
     return None if state is None else state.model_name
