@@ -36,6 +36,36 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 // near peak, small enough that a block of scores stays in L2.
 constexpr int64_t kTargetRows = 64;
 constexpr int64_t kKeyBlock = 512;
+// Items with at most this many rows (decoding: one query per head of a kv-head group) skip BLAS:
+// at a few rows its per-call cost exceeds the arithmetic, which is what a decoding step is made of.
+constexpr int64_t kSmallRows = 8;
+
+// S[m x n] = A[m x k] B[n x k]^T for a few rows (kSmallRows), row-major: vectorised dot products.
+void small_a_bt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                float* c, int64_t ldc) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t r = 0; r < m; ++r) {
+      c[r * ldc + j] = at::vec::map2_reduce_all<float>(
+          [](Vec x, Vec y) { return x * y; }, [](Vec x, Vec y) { return x + y; }, a + r * lda, b + j * ldb, k);
+    }
+  }
+}
+
+// C[m x n] += P[m x k] V[k x n] for a few rows, row-major: one vectorised axpy per (row, key).
+void small_a_b_accumulate(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v,
+                          int64_t ldv, float* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* row = c + r * ldc;
+    for (int64_t j = 0; j < k; ++j) {
+      const float w = p[r * ldp + j];  // no skip at 0: 0 * inf must give NaN, as in the definition
+      const Vec vw(w);
+      const float* vj = v + j * ldv;
+      int64_t d = 0;
+      for (; d + Vec::size() <= n; d += Vec::size()) (Vec::loadu(row + d) + Vec::loadu(vj + d) * vw).store(row + d);
+      for (; d < n; ++d) row[d] += vj[d] * w;
+    }
+  }
+}
 
 inline float row_max(const float* x, int64_t n) {
   return at::vec::reduce_all<float>(
@@ -198,9 +228,13 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
     }
 
     float* scores = ws.scores.data();
-    gemm_a_bt(static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(head_dim), 1.0f,
-              ws.q.data(), static_cast<int>(head_dim), k_block, k_ld, 0.0f, scores,
-              static_cast<int>(key_block));
+    if (rows <= kSmallRows) {
+      small_a_bt(rows, nk, head_dim, ws.q.data(), head_dim, k_block, k_ld, scores, key_block);
+    } else {
+      gemm_a_bt(static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(head_dim), 1.0f,
+                ws.q.data(), static_cast<int>(head_dim), k_block, k_ld, 0.0f, scores,
+                static_cast<int>(key_block));
+    }
 
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t h = it.hkv * plan.group + r / nq;
@@ -231,9 +265,13 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
       if (correction != 1.0f) scale_row(ws.acc.data() + r * head_dim, head_dim, correction);
     }
 
-    gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f,
-             scores, static_cast<int>(key_block), v_block, v_ld, 1.0f, ws.acc.data(),
-             static_cast<int>(head_dim));
+    if (rows <= kSmallRows) {
+      small_a_b_accumulate(rows, head_dim, nk, scores, key_block, v_block, v_ld, ws.acc.data(), head_dim);
+    } else {
+      gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f,
+               scores, static_cast<int>(key_block), v_block, v_ld, 1.0f, ws.acc.data(),
+               static_cast<int>(head_dim));
+    }
   }
 }
 
