@@ -36,9 +36,12 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 // near peak, small enough that a block of scores stays in L2.
 constexpr int64_t kTargetRows = 64;
 constexpr int64_t kKeyBlock = 512;
-// Items with at most this many rows (decoding: one query per head of a kv-head group) skip BLAS:
-// at a few rows its per-call cost exceeds the arithmetic, which is what a decoding step is made of.
+// Key blocks of items with at most kSmallRows rows (decoding: one query per head of a kv-head
+// group) and at most kSmallKeys keys skip BLAS: there its per-call cost exceeds the arithmetic
+// (a decoding step over a short context). Longer blocks amortise it: BLAS is faster there
+// (scripts/bench_attention.py, decode-4096).
 constexpr int64_t kSmallRows = 8;
+constexpr int64_t kSmallKeys = 128;
 
 // S[m x n] = A[m x k] B[n x k]^T for a few rows (kSmallRows), row-major: vectorised dot products.
 void small_a_bt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -228,7 +231,8 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
     }
 
     float* scores = ws.scores.data();
-    if (rows <= kSmallRows) {
+    const bool small = rows <= kSmallRows && nk <= kSmallKeys;
+    if (small) {
       small_a_bt(rows, nk, head_dim, ws.q.data(), head_dim, k_block, k_ld, scores, key_block);
     } else {
       gemm_a_bt(static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(head_dim), 1.0f,
@@ -265,7 +269,7 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
       if (correction != 1.0f) scale_row(ws.acc.data() + r * head_dim, head_dim, correction);
     }
 
-    if (rows <= kSmallRows) {
+    if (small) {
       small_a_b_accumulate(rows, head_dim, nk, scores, key_block, v_block, v_ld, ws.acc.data(), head_dim);
     } else {
       gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f,
