@@ -109,3 +109,29 @@ def test_what_vllm_cannot_score_is_refused_before_the_model_loads(options, expec
     monkeypatch.setattr(zerotuning.cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the options were checked"))
     assert main(["tune", "--model", "smollm2", *options, "--engine", "vllm", "--out", str(tmp_path / "never")]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_evaluate_with_the_vllm_engine_gives_the_transformers_engines_evaluation(loaded, exported_model, tmp_path):
+    profile = tuned_profile(loaded[0]).save(tmp_path / "profile.json")
+    options = ["evaluate", "--profile", str(profile), "--model", "smollm2", "--task", "sentiment", "--shots", "0", "--seed", "0", "--max-calibration", "16",
+               "--max-test", "16", "--bootstrap-resamples", "200"]
+    assert main([*options, "--out", str(tmp_path / "transformers.json")]) == 0
+    assert main([*options, "--engine", "vllm", "--vllm-model", str(exported_model), "--out", str(tmp_path / "vllm.json")]) == 0
+    runs = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("transformers", "vllm")}
+    assert runs["transformers"]["engine"] == {"engine": "transformers"} and runs["vllm"]["engine"]["engine"] == "vllm"
+    for method in ("baseline", "tuned", "tuned+label_bias"):
+        assert runs["vllm"]["test"]["methods"][method]["accuracy"] == runs["transformers"]["test"]["methods"][method]["accuracy"]
+    predictions = [json.loads((tmp_path / f"{name}_predictions.json").read_text()) for name in ("transformers", "vllm")]
+    assert predictions[1] == predictions[0]
+
+
+def test_evaluate_refuses_what_the_vllm_engine_cannot_score_before_the_model_loads(loaded, tmp_path, capsys, monkeypatch):
+    import zerotuning.cli
+
+    profile = tuned_profile(loaded[0]).save(tmp_path / "profile.json")
+    monkeypatch.setattr(zerotuning.cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the options were checked"))
+    base = ["evaluate", "--profile", str(profile), "--model", "smollm2", "--task", "sentiment", "--shots", "0", "--seed", "0", "--engine", "vllm"]
+    assert main([*base, "--also-generation", "short_answers"]) == 2
+    assert "--also-generation: generation tasks are scored with --engine transformers only" in capsys.readouterr().err
+    assert main([*base, "--batch-size", "4"]) == 2
+    assert "--batch-size 4 would be ignored" in capsys.readouterr().err

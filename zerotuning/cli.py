@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(evaluate, task_required=False)
     _add_run_options(evaluate, recorded_defaults=True)
     _add_generation_options(evaluate)
+    _add_engine_options(evaluate)
     evaluate.add_argument(
         "--also-generation",
         default=None,
@@ -464,13 +465,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     cli_checks.check_task_fits(task, shots=settings.shots, folds=None)
     if collateral is not None:
         cli_checks.check_task_fits(collateral, shots=0, folds=None, needs=("test",))
+    if collateral is not None and args.engine == "vllm":
+        raise ValueError("--also-generation: generation tasks are scored with --engine transformers only; drop --also-generation or --engine vllm")
+    vllm_options = cli_checks.vllm_options(args, None, generation=generation)
     model, tokenizer = _load_model(args)
     cli_checks.check_model_fits(model, profile=profile, profile_source=repr(args.profile))
     from .generation.experiment import run_generation_evaluation
     from .generation.report import format_generation_table
 
-    evaluate = run_generation_evaluation if generation else run_evaluation
-    results = evaluate(model, tokenizer, task, profile, settings, run_record.describe_model(model))
+    if generation:
+        results = run_generation_evaluation(model, tokenizer, task, profile, settings, run_record.describe_model(model))
+    else:
+        results = run_evaluation(model, tokenizer, task, profile, settings, run_record.describe_model(model), vllm_options)
     print(f"profile {args.profile}: {recorded.describe()}")
     if not generation:
         print(_scoring_text(results))

@@ -130,7 +130,8 @@ def check_gradient_paths(tuning, *, answer_forms: str | None, generation: bool) 
 
 
 def vllm_options(args: argparse.Namespace, tuning, *, generation: bool):
-    """``--engine`` and its options: None for transformers, the engine's options for vLLM, or a refusal (before the model loads)."""
+    """``--engine`` and its options: None for transformers, the engine's options for vLLM, or a refusal (before the model loads).
+    ``tuning``: the tune command's TuningConfig (None for evaluate, which runs no levels)."""
     if args.engine != "vllm":
         for name in ("tensor_parallel_size", "vllm_model"):
             if getattr(args, name) is not None:
@@ -142,7 +143,7 @@ def vllm_options(args: argparse.Namespace, tuning, *, generation: bool):
         raise ImportError("--engine vllm: vllm is not importable in this Python; run from the zerotuning[vllm] environment (scripts/setup_vllm_env.sh, .venv-vllm)")
     if generation:
         raise ValueError("--engine vllm: scores answer-token tasks only (the answer position); the task is a generation task, tune it with --engine transformers")
-    if tuning.search == "levels" and (3 in tuning.levels or (2 in tuning.levels and tuning.probes == "gradient")):
+    if tuning is not None and tuning.search == "levels" and (3 in tuning.levels or (2 in tuning.levels and tuning.probes == "gradient")):
         raise ValueError("--engine vllm: level 3 and --probes gradient need backward passes, which vLLM does not run; use --levels 0,1,2 with --probes forward, or --engine transformers")
     if args.answer_forms == "full_sequence":
         raise ValueError("--engine vllm: scores the answer position only; --answer-forms full_sequence is not supported (use surface or first_token)")

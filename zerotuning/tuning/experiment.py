@@ -262,10 +262,11 @@ def tuning_cost(session: Session, result: TuningResult) -> dict:
     }
 
 
-def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: RunSettings, model_info: dict) -> dict:
-    """Baseline vs ``profile`` on test, with calibration baselines fitted on the calibration split."""
+def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: RunSettings, model_info: dict, vllm_options=None) -> dict:
+    """Baseline vs ``profile`` on test, with calibration baselines fitted on the calibration split
+    (scored through a vLLM engine with ``vllm_options``, as in ``run_tuning``)."""
     profile.check_matches(ModelIdentity.of(model))  # before any scoring, not when the profile is first applied
-    session = Session(model, tokenizer, task, settings)
+    session = Session(model, tokenizer, task, settings, vllm_options)
     try:
         baseline_calibration = session.baseline("calibration")
         baseline_test = session.baseline("test")
@@ -274,7 +275,7 @@ def run_evaluation(model, tokenizer, task: Task, profile: Profile, settings: Run
         with session.ledger.stage("tuned.test"):
             tuned_test = session.score["test"](profile, "tuned")
     finally:
-        remove(model)
+        session.close()
     return {
         **session.header(model_info),
         "profile": {"metadata": profile.metadata},
