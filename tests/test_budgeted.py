@@ -16,6 +16,7 @@ from zerotuning.tuning.budgeted import (
     candidate_family,
     halving_cost,
     plan_halving,
+    plan_search,
     published_protocol_passes,
 )
 
@@ -128,3 +129,25 @@ def test_a_budget_without_room_is_refused():
     tiny = [CandidateSpec("all heads, gamma 2", 2.0, None)]
     result = budgeted_search(space(), scorer, make_objective("supervised"), baseline, CostLedger(), budget=2 / 17, family=tiny)
     assert result.search["plan"]["rungs"] == [{"candidates": 1, "examples": EXAMPLES}]
+
+
+def test_every_rung_holds_at_least_one_example_per_fold():
+    # 30 folds: the first rung (16 examples otherwise) must hold 30, or the out-of-fold key cannot be computed
+    scorer = SubsetScorer(gain_on_all_heads_at(2.0, 1.5))
+    baseline = scored_with_margins(scorer.base)
+    objective = make_objective("supervised", calibration="label_bias", folds=30)
+    result = budgeted_search(space(), scorer, objective, baseline, CostLedger(), budget=0.25)
+    rungs = result.search["plan"]["rungs"]
+    assert min(rung["examples"] for rung in rungs) >= 30 and rungs[-1]["examples"] == EXAMPLES
+    assert result.gamma != 1.0  # the gain is still found
+
+
+def test_a_plan_is_refused_from_the_split_size_alone():
+    assert make_objective("supervised", calibration="none", folds=30).min_examples == 1
+    assert make_objective("unsupervised", entropy_over="vocab", calibration="label_bias", folds=30).min_examples == 1
+    with pytest.raises(ValueError, match="--folds: the objective needs at least 200"):
+        plan_search(space(), EXAMPLES, 0.25, min_examples=200)
+    with pytest.raises(ValueError, match="raise --budget"):
+        plan_search(space(), EXAMPLES, 1 / 11, min_examples=5)  # the baseline's pass is the whole budget
+    family, plan = plan_search(space(), EXAMPLES, 0.25, min_examples=100)
+    assert plan.rungs[0][1] >= 100 and len(family) == plan.rungs[0][0]  # candidates dropped to fit the longer first rung

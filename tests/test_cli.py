@@ -231,3 +231,16 @@ def test_bad_input_exits_with_a_message_not_a_traceback(workspace, capsys):
     assert code == 2 and "--budget: only used with --search budgeted" in capsys.readouterr().err
     code = main(["tune", "--model", str(model_folder), "--task", str(root / "reviews.jsonl"), "--budget", "0.05", "--out", str(root / "x")])
     assert code == 2 and "raise --budget" in capsys.readouterr().err
+
+
+def test_a_budget_or_folds_the_search_cannot_meet_is_refused_before_any_scoring(workspace, capsys, monkeypatch):
+    root, model_folder, data = workspace
+    from zerotuning.tuning import experiment
+
+    def no_scoring(self, split):
+        raise AssertionError("scored before the search plan was checked")
+
+    monkeypatch.setattr(experiment.Session, "baseline", no_scoring)
+    code = main(["tune", "--model", str(model_folder), "--task", str(data), "--budget", "0.05", "--out", str(root / "x")])
+    assert code == 2 and "raise --budget" in capsys.readouterr().err
+    assert not (root / "x").exists()

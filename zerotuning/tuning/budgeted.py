@@ -127,6 +127,37 @@ def plan_halving(candidates: int, examples: int, budget_examples: float, eta: in
     return best
 
 
+def plan_search(
+    space: CandidateSpace, examples: int, budget: float, min_examples: int = 1, family: list[CandidateSpec] | None = None
+) -> tuple[list[CandidateSpec], HalvingPlan]:
+    """The family (lowest-priority candidates dropped where the budget needs it) and its halving plan.
+
+    Every rung's prefix holds at least ``min_examples`` (the objective's folds): an out-of-fold key
+    cannot be computed on fewer (a lone candidate is scored on the whole split, so the folds never
+    make the budget too small). Raises ValueError, naming --budget or --folds, when nothing fits;
+    it needs only the split's size, so runs call it before scoring anything.
+    """
+    if not 0 < budget:
+        raise ValueError(f"budget: got {budget}, expected a positive fraction of the published protocol's passes")
+    if min_examples > examples:
+        raise ValueError(f"--folds: the objective needs at least {min_examples} calibration examples per rung, but the split has {examples}")
+    published = published_protocol_passes(space.num_heads)
+    budget_examples = budget * published * examples - examples  # the baseline is paid already
+    family = list(candidate_family(space) if family is None else family)
+    min_prefix = max(MIN_PREFIX, min_examples)
+    plan = None
+    while family and plan is None:
+        plan = plan_halving(len(family), examples, budget_examples, min_prefix=min_prefix)
+        if plan is None:
+            family.pop()
+    if plan is None:
+        raise ValueError(
+            f"budget: {budget:g} x {published} published passes = {budget * published:.2f} passes over {examples} calibration "
+            f"examples leaves no room for a single candidate besides the baseline; raise --budget"
+        )
+    return family, plan
+
+
 class PrefixScores:
     """Scores of each profile on prefixes of one seeded order of the calibration examples, each example scored once."""
 
@@ -160,22 +191,9 @@ def budgeted_search(
     family: list[CandidateSpec] | None = None,
 ) -> LevelResult:
     """Successive halving within ``budget`` x the published protocol; returns the selected LevelResult."""
-    if not 0 < budget:
-        raise ValueError(f"budget: got {budget}, expected a positive fraction of the published protocol's passes")
     examples = len(baseline)
+    family, plan = plan_search(space, examples, budget, objective.min_examples, family)
     published = published_protocol_passes(space.num_heads)
-    budget_examples = budget * published * examples - examples  # the baseline is paid already
-    family = list(candidate_family(space) if family is None else family)
-    plan = None
-    while family and plan is None:
-        plan = plan_halving(len(family), examples, budget_examples)
-        if plan is None:
-            family.pop()
-    if plan is None:
-        raise ValueError(
-            f"budget: {budget:g} x {published} published passes = {budget * published:.2f} passes over {examples} calibration "
-            f"examples leaves no room for a single candidate besides the baseline; raise --budget"
-        )
     scores = PrefixScores(score_subset, np.random.default_rng(seed).permutation(examples), baseline, space.neutral(), ledger)
     alive = family[: plan.rungs[0][0]]
     rung_records = []

@@ -23,7 +23,7 @@ from .gradient_probes import gradient_head_probes
 from .gradient_sensitivity import check_answer_position_scoring, head_gradients
 from .head_probing import HeadProbes, probe_heads
 from ..evaluation.out_of_fold import DEFAULT_FOLDS, out_of_fold_label_bias
-from .budgeted import BUDGETED, budgeted_search, published_protocol_passes
+from .budgeted import BUDGETED, budgeted_search, plan_search, published_protocol_passes
 from .model_scoring import apply_and_score, apply_and_score_subset
 from .objectives import Objective, make_objective
 from .tuner import TuningConfig, TuningResult, tune
@@ -134,6 +134,12 @@ class Session:
         if tuning.search == "levels" and 2 in tuning.levels and tuning.probes == "gradient":
             check_answer_position_scoring(self.scorer, "--probes gradient")
 
+    def check_search_plan(self) -> None:
+        """The budgeted search's plan needs only the split's size: refuse a budget or --folds it cannot meet before any scoring."""
+        if self.settings.tuning.search == BUDGETED:
+            examples = len(self.prepared.sets["calibration"].example_ids)
+            plan_search(self.space, examples, self.settings.tuning.budget, self.objective.min_examples)
+
     def baseline(self, split: str) -> ScoredSplit:
         with self.ledger.stage(f"baseline.{split}"):
             return self.score[split](self.space.neutral(), "baseline")
@@ -156,6 +162,7 @@ def run_tuning(model, tokenizer, task: Task, settings: RunSettings, model_info: 
     session = Session(model, tokenizer, task, settings, vllm_options)
     try:
         session.check_gradient_paths()
+        session.check_search_plan()
         baseline = session.baseline("calibration")
         if settings.tuning.search == BUDGETED:
             result = _budgeted(session, baseline)

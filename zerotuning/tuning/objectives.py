@@ -43,6 +43,11 @@ class SupervisedObjective:
     def metric(self) -> str:
         return "accuracy" if self.calibration == "none" else "oof_label_bias_accuracy"
 
+    @property
+    def min_examples(self) -> int:
+        """The fewest examples a key can be computed on: one per fold when calibrated out of fold."""
+        return 1 if self.calibration == "none" else self.folds
+
     def per_example(self, scored: ScoredSplit) -> np.ndarray:
         if self.calibration == "none":
             return scored.correct().astype(np.float64)
@@ -84,6 +89,11 @@ class UnsupervisedObjective:
     @property
     def calibrated(self) -> bool:
         return self.calibration != "none" and self.entropy_over == "answers"
+
+    @property
+    def min_examples(self) -> int:
+        """The fewest examples a key can be computed on: one per fold when calibrated out of fold."""
+        return self.folds if self.calibrated else 1
 
     @property
     def metric(self) -> str:
