@@ -260,3 +260,11 @@ def test_the_card_summarises_fitted_per_head_gammas_per_layer():
     assert "level 3, a gamma per head fitted on every head of the tunable layers (geometric mean 1.2)" in card
     profile.metadata[RECORD_KEY].update(level=1, gamma=1.5)
     assert "level 1, gamma 1.5 on every head of the tunable layers" in render_model_card(profile)  # "all" is every head, not 3
+
+
+def test_the_card_of_a_generation_run_says_answers_are_not_scored():
+    profile = Profile(ModelIdentity("llama", 3, 8, 2), [[1.5] * 8] * 3)
+    settings = {**TUNED_RECORD["settings"], "generation": {"max_new_tokens": 32, "chat_template": "off"}}
+    profile.metadata[RECORD_KEY] = {**json.loads(json.dumps(TUNED_RECORD)), "settings": settings}
+    profile.metadata[RECORD_KEY].pop("answer_scoring", None)
+    assert "| answer scoring | none: a generation task (answers are generated, then matched) |" in render_model_card(profile)

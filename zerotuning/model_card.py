@@ -133,6 +133,8 @@ def _scoring_text(scoring: dict | None, settings: dict) -> str:
     """The resolved answer scoring (runs before it was recorded: the requested one, if any)."""
     if scoring:
         return f"{scoring['mode']} ({scoring['reason']})" if scoring.get("reason") else str(scoring["mode"])
+    if "generation" in settings:
+        return "none: a generation task (answers are generated, then matched)"
     return str(settings.get("answer_forms", "?"))
 
 
