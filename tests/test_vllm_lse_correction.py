@@ -1,0 +1,211 @@
+"""The vLLM plugin's post-hoc sink correction (zerotuning/vllm/lse_correction.py) against float64 sink attention.
+
+Plain causal attention (what FlashAttention computes: output and log-sum-exp) is taken from the
+float64 reference with every gamma 1, rounded to the kernel's output dtype, and corrected; the
+result is compared with the float64 reference of sink-biased attention. Batches are packed the way
+vLLM packs them (varlen: requests of different cached and new lengths one after another), with
+grouped-query attention, softcapping and gammas 0, 0.25, 1, 4 and 1e4.
+
+The correction divides by ``1 + (gamma - 1) p`` (p: the sink's weight): for gamma < 1 the rounding
+already in the kernel's output grows by that factor, so tolerances are scaled per query by it
+(``condition``), as docs/vllm.md says.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from zerotuning.reference import sink_attention_reference
+from zerotuning.vllm.lse_correction import correct_with_sink, sink_correction, sink_logits
+
+GAMMAS = (0.0, 0.25, 1.0, 4.0, 1e4)
+
+
+def log_of(gamma: float) -> float:
+    return -math.inf if gamma == 0 else math.log(gamma)
+
+
+def packed_batch(requests, heads, kv_heads, head_dim, *, seed, logit_scale=1.0):
+    """requests: (seq_len, query_len); the queries are each request's last query_len positions."""
+    gen = torch.Generator().manual_seed(seed)
+    per_request = []
+    for seq_len, query_len in requests:
+        k = torch.randn(seq_len, kv_heads, head_dim, generator=gen, dtype=torch.float64) * logit_scale
+        v = torch.randn(seq_len, kv_heads, head_dim, generator=gen, dtype=torch.float64)
+        q = torch.randn(query_len, heads, head_dim, generator=gen, dtype=torch.float64) * logit_scale
+        per_request.append((k, v, q))
+    return per_request
+
+
+def reference(per_request, log_gamma, scale, softcap):
+    """Packed float64 (out [T, H, D], lse [H, T], p [T, H]) of sink-biased causal attention."""
+    outs, lses, sink_weights = [], [], []
+    for k, v, q in per_request:
+        out, lse = sink_attention_reference(
+            q.permute(1, 0, 2)[None], k.permute(1, 0, 2)[None], v.permute(1, 0, 2)[None], log_gamma.double(),
+            is_causal=True, scale=scale, softcap=softcap,
+        )
+        outs.append(out[0].permute(1, 0, 2))
+        lses.append(lse[0])
+    return torch.cat(outs), torch.cat(lses, dim=1)
+
+
+def inputs_of(per_request, heads, kv_heads):
+    """What the backend hands the correction: queries, per-request sinks, token -> request, position-0 queries."""
+    query = torch.cat([q for _, _, q in per_request])
+    sink_keys = torch.stack([k[0] for k, _, _ in per_request])
+    sink_values = torch.stack([v[0] for _, v, _ in per_request])
+    token_request = torch.cat([torch.full((q.shape[0],), r, dtype=torch.long) for r, (_, _, q) in enumerate(per_request)])
+    only_sink = torch.cat([torch.arange(k.shape[0] - q.shape[0], k.shape[0]) == 0 for k, _, q in per_request])
+    return query, sink_keys, sink_values, token_request, only_sink
+
+
+def condition(per_request, log_gamma, scale, softcap, heads, kv_heads):
+    """[T, H]: 1 / (1 + (gamma - 1) p), the factor by which the correction can grow the input's rounding."""
+    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, softcap)
+    query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
+    s0 = sink_logits(query.double(), keys[token_request].double(), scale, softcap or 0.0).double()
+    p = torch.exp(s0 - plain_lse.t())
+    gamma = torch.exp(log_gamma.double())
+    denominator = 1 + (gamma - 1) * p
+    factor = 1 / denominator.clamp(min=1e-300)
+    return torch.where(only[:, None], torch.ones_like(factor), factor)
+
+
+SHAPES = {
+    "one prefill": ([(12, 12)], 4, 4, 16),
+    "varlen prefills, GQA 2": ([(9, 9), (33, 33), (2, 2)], 4, 2, 8),
+    "decode batch, GQA 3": ([(5, 1), (17, 1), (64, 1), (1, 1)], 6, 2, 16),
+    "chunked and mixed, MQA": ([(40, 12), (70, 3), (23, 1), (50, 50), (8, 1)], 3, 1, 32),
+    "head dim 64, GQA 4": ([(31, 31), (100, 7), (3, 1)], 8, 2, 64),
+}
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("softcap", [None, 4.0])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_correction_of_plain_attention_gives_sink_biased_attention(shape, softcap, gamma):
+    requests, heads, kv_heads, head_dim = SHAPES[shape]
+    per_request = packed_batch(requests, heads, kv_heads, head_dim, seed=len(shape) + int(gamma * 7) % 13, logit_scale=1.5)
+    scale = 1 / math.sqrt(head_dim)
+    # gamma on every other head, the other heads untouched (gamma 1)
+    log_gamma = torch.tensor([log_of(gamma) if h % 2 == 0 else 0.0 for h in range(heads)])
+    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, softcap)
+    expected_out, expected_lse = reference(per_request, log_gamma, scale, softcap)
+    query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
+
+    out = plain_out.float()  # the kernel's output in float32, its log-sum-exp in float32
+    got, got_lse = correct_with_sink(
+        out, plain_lse.float(), sink_logits(query.float(), keys[token_request].float(), scale, softcap or 0.0),
+        values[token_request].float(), log_gamma, only, return_lse=True,
+    )
+    assert got.dtype == torch.float32 and got.shape == out.shape
+    bound = condition(per_request, log_gamma, scale, softcap, heads, kv_heads)[..., None]  # [T, H, 1]
+    error = (got.double() - expected_out).abs()
+    assert torch.all(error <= 2e-6 * bound + 2e-6), f"max error {error.max():.3g}, max condition {bound.max():.3g}"
+    assert torch.equal(got[:, 1::2], out[:, 1::2])  # untouched heads: the kernel's output bit for bit
+    finite = torch.isfinite(expected_lse)
+    assert torch.equal(finite, torch.isfinite(got_lse))
+    lse_error = (got_lse.double() - expected_lse).abs().t()[finite.t()]  # log(1 + (gamma - 1) p): the same condition
+    assert torch.all(lse_error <= (2e-6 * bound[..., 0] + 2e-6)[finite.t()] * (1 + expected_lse.abs().t()[finite.t()]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("gamma", [0.25, 4.0, 1e4])
+def test_model_dtype_in_and_out(dtype, gamma):
+    requests, heads, kv_heads, head_dim = SHAPES["chunked and mixed, MQA"]
+    per_request = packed_batch(requests, heads, kv_heads, head_dim, seed=11)
+    scale = 1 / math.sqrt(head_dim)
+    log_gamma = torch.full((heads,), log_of(gamma))
+    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, None)
+    expected, _ = reference(per_request, log_gamma, scale, None)
+    query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
+    got = sink_correction(
+        plain_out.to(dtype), plain_lse.float(), query.to(dtype), keys.to(dtype), values.to(dtype), token_request, log_gamma, scale,
+        sees_only_sink=only,
+    )
+    assert got.dtype == dtype
+    # the rounding of q, k_0, v_0 and of the result itself is not shrunk when the condition is below 1
+    bound = condition(per_request, log_gamma, scale, None, heads, kv_heads)[..., None].clamp(min=1.0)
+    unit = torch.finfo(dtype).eps
+    error = (got.double() - expected).abs()
+    assert torch.all(error <= 4 * unit * bound * (1 + expected.abs())), f"max error {error.max():.3g}"
+
+
+def test_position_zero_sees_only_the_sink():
+    # The first query of a request sees key 0 alone: v_0 for any gamma > 0, zeros for gamma 0.
+    per_request = packed_batch([(3, 3)], 2, 1, 8, seed=2)
+    plain_out, plain_lse = reference(per_request, torch.zeros(2), 0.3, None)
+    query, keys, values, token_request, only = inputs_of(per_request, 2, 1)
+    assert only.tolist() == [True, False, False]
+    log_gamma = torch.tensor([-math.inf, math.log(3.0)])
+    got = sink_correction(plain_out.float(), plain_lse.float(), query.float(), keys.float(), values.float(), token_request, log_gamma, 0.3, sees_only_sink=only)
+    assert torch.equal(got[0, 0], torch.zeros(8))
+    assert torch.equal(got[0, 1], plain_out[0, 1].float())
+    expected, _ = reference(per_request, log_gamma, 0.3, None)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_large_gamma_does_not_overflow():
+    per_request = packed_batch([(20, 20), (9, 1)], 2, 2, 8, seed=4)
+    plain_out, plain_lse = reference(per_request, torch.zeros(2), 0.35, None)
+    query, keys, values, token_request, only = inputs_of(per_request, 2, 2)
+    for gamma in (1e4, 1e30):
+        log_gamma = torch.full((2,), math.log(gamma))
+        got = sink_correction(plain_out.float(), plain_lse.float(), query.float(), keys.float(), values.float(), token_request, log_gamma, 0.35, sees_only_sink=only)
+        assert torch.isfinite(got).all()
+        expected, _ = reference(per_request, log_gamma, 0.35, None)
+        torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=2e-5)
+    # gamma 1e30 makes the sink take all the weight: every query's output is its request's v_0
+    torch.testing.assert_close(got, values[token_request].float(), atol=1e-6, rtol=0)
+
+
+def test_zero_log_gamma_returns_the_input_unchanged():
+    per_request = packed_batch([(7, 7), (13, 2)], 4, 2, 8, seed=6)
+    plain_out, plain_lse = reference(per_request, torch.zeros(4), 0.4, None)
+    query, keys, values, token_request, only = inputs_of(per_request, 4, 2)
+    out = plain_out.to(torch.bfloat16)
+    got = sink_correction(out, plain_lse.float(), query.float(), keys.float(), values.float(), token_request, torch.zeros(4), 0.4, sees_only_sink=only)
+    assert torch.equal(got, out)
+
+
+def test_bad_arguments_are_named():
+    out = torch.zeros(5, 4, 8)
+    lse = torch.zeros(4, 5)
+    s0 = torch.zeros(5, 4)
+    v0 = torch.zeros(5, 2, 8)
+    g = torch.zeros(4)
+    with pytest.raises(ValueError, match=r"lse: expected \[heads, tokens\] = \[4, 5\]"):
+        correct_with_sink(out, lse.t(), s0, v0, g)
+    with pytest.raises(ValueError, match=r"sink_logit: expected \[5, 4\]"):
+        correct_with_sink(out, lse, s0.t(), v0, g)
+    with pytest.raises(ValueError, match=r"sink_value: expected \[5, kv_heads dividing 4, 8\]"):
+        correct_with_sink(out, lse, s0, torch.zeros(5, 3, 8), g)
+    with pytest.raises(ValueError, match=r"log_gamma: expected \[4\]"):
+        correct_with_sink(out, lse, s0, v0, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"sees_only_sink: expected a bool tensor \[5\]"):
+        correct_with_sink(out, lse, s0, v0, g, torch.zeros(5))
+    with pytest.raises(ValueError, match=r"out: expected 3 dimensions"):
+        correct_with_sink(out[0], lse, s0, v0, g)
+    with pytest.raises(ValueError, match=r"sink_key: its 3 KV heads do not divide the query's 4 heads"):
+        sink_logits(out, torch.zeros(5, 3, 8), 1.0)
+    with pytest.raises(ValueError, match=r"token_request: expected \[5\]"):
+        sink_correction(out, lse, out, v0[:2], v0[:2], torch.zeros(4, dtype=torch.long), g, 1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_matches_the_cpu_correction():
+    requests, heads, kv_heads, head_dim = SHAPES["head dim 64, GQA 4"]
+    per_request = packed_batch(requests, heads, kv_heads, head_dim, seed=9)
+    scale = 1 / math.sqrt(head_dim)
+    log_gamma = torch.linspace(-1.4, 2.0, heads)
+    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, None)
+    query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
+    args = (plain_out.bfloat16(), plain_lse.float(), query.bfloat16(), keys.bfloat16(), values.bfloat16(), token_request, log_gamma)
+    cpu = sink_correction(*args, scale, sees_only_sink=only)
+    gpu = sink_correction(*(a.cuda() for a in args), scale, sees_only_sink=only.cuda())
+    torch.testing.assert_close(gpu.cpu().float(), cpu.float(), atol=1e-2, rtol=1e-2)
