@@ -120,3 +120,16 @@ def test_the_served_profile_is_read_once_per_model(tmp_path, monkeypatch):
     first = layer_gammas.served_profile(vllm_config(tmp_path, None, config))
     assert layer_gammas.served_profile(vllm_config(tmp_path, None, config)) is first
     assert layer_gammas.served_profile(vllm_config(tmp_path / "plain", None, config)) is None
+
+
+def test_device_views_follow_swaps():
+    config = llama_config()
+    identity = identity_of(config)
+    served = ServedProfile.create(Profile.neutral(identity), "test", config)
+    assert served.layer_view(1, 2, 1, device="cpu").data_ptr() == served.layer_view(1, 2, 1).data_ptr()
+    if not torch.cuda.is_available():
+        return
+    view = served.layer_view(1, 2, 1, device=torch.device("cuda", 0))
+    assert view.is_cuda and torch.equal(view.cpu(), torch.zeros(2))
+    served.swap(Profile.for_heads(identity, 2.0, [(1, 3)]))
+    assert view.cpu().tolist() == pytest.approx([0.0, math.log(2.0)])

@@ -18,8 +18,10 @@ import math
 import pytest
 import torch
 
+from flash_paged_support import expected_attention, flash_attention, paged_batch
+
 from zerotuning.reference import sink_attention_reference
-from zerotuning.vllm.lse_correction import correct_with_sink, sink_correction, sink_logits
+from zerotuning.vllm.lse_correction import correct_with_sink, gather_sinks, sink_correction, sink_logits, token_sinks
 
 GAMMAS = (0.0, 0.25, 1.0, 4.0, 1e4)
 
@@ -194,6 +196,61 @@ def test_bad_arguments_are_named():
         sink_logits(out, torch.zeros(5, 3, 8), 1.0)
     with pytest.raises(ValueError, match=r"token_request: expected \[5\]"):
         sink_correction(out, lse, out, v0[:2], v0[:2], torch.zeros(4, dtype=torch.long), g, 1.0)
+
+
+PAGED = {
+    "decode batch": [(5, 1), (17, 1), (64, 1), (1, 1)],
+    "prefills from position 0": [(9, 9), (33, 33), (1, 1)],
+    "chunked prefill": [(40, 12), (70, 3), (16, 16)],
+    "mixed": [(23, 1), (50, 50), (61, 20), (8, 1), (2, 2)],
+}
+
+
+@pytest.mark.parametrize("case", list(PAGED))
+@pytest.mark.parametrize("heads_outer", [True, False], ids=["HND", "NHD"])
+@pytest.mark.parametrize("padded", [0, 2])
+def test_token_sinks_point_at_each_requests_position_zero(case, heads_outer, padded):
+    batch = paged_batch(PAGED[case], 4, 2, 8, 16, seed=3, heads_outer=heads_outer, padded_requests=padded)
+    sinks = token_sinks(batch.query_start_loc, batch.seq_lens, batch.block_table, batch.num_tokens)
+    keys, values = gather_sinks(*batch.cache_views(), sinks.blocks)
+    _, _, _, token_request, only = inputs_of(batch.per_request, 4, 2)
+    expected_k = torch.stack([k[0] for k, _, _ in batch.per_request])[token_request]
+    expected_v = torch.stack([v[0] for _, v, _ in batch.per_request])[token_request]
+    assert torch.equal(keys.double(), expected_k) and torch.equal(values.double(), expected_v)
+    assert torch.equal(sinks.sees_only_sink, only)
+    assert sinks.blocks.dtype == torch.int64 and sinks.blocks.shape == (batch.num_tokens,)
+
+
+def test_token_sinks_with_a_shared_first_block_and_padded_tokens():
+    # Prefix caching: every request's block table starts with request 0's block; tokens past the actual ones are not asked for.
+    batch = paged_batch([(40, 40), (36, 4), (20, 1)], 4, 2, 8, 16, seed=5, shared_first_block=True)
+    assert len(set(batch.block_table[:3, 0].tolist())) == 1
+    sinks = token_sinks(batch.query_start_loc, batch.seq_lens, batch.block_table, 44)
+    assert sinks.blocks.tolist() == [int(batch.block_table[0, 0])] * 44
+    assert sinks.sees_only_sink.tolist() == [True] + [False] * 43
+
+
+@pytest.mark.parametrize("case", list(PAGED))
+@pytest.mark.parametrize("softcap", [0.0, 5.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_correction_over_a_paged_cache_gives_sink_biased_attention(case, softcap, dtype):
+    # The backend's step: plain paged attention with its log-sum-exp, the sinks gathered from the cache, the correction.
+    heads, kv_heads, head_dim = 6, 2, 16
+    batch = paged_batch(PAGED[case], heads, kv_heads, head_dim, 16, dtype=dtype, seed=8, heads_outer=(dtype == torch.float32))
+    scale = 0.3
+    log_gamma = torch.tensor([math.log(4.0), math.log(0.25), 0.0, math.log(1e4), math.log(1.7), math.log(0.6)])
+    key_cache, value_cache = batch.cache_views()
+    out = torch.empty_like(batch.query)
+    _, lse = flash_attention(q=batch.query, k=key_cache, v=value_cache, out=out, cu_seqlens_q=batch.query_start_loc, max_seqlen_q=0,
+                             seqused_k=batch.seq_lens, max_seqlen_k=0, softmax_scale=scale, causal=True, block_table=batch.block_table,
+                             softcap=softcap, return_softmax_lse=True)
+    sinks = token_sinks(batch.query_start_loc, batch.seq_lens, batch.block_table, batch.num_tokens)
+    k0, v0 = gather_sinks(key_cache, value_cache, sinks.blocks)
+    got = correct_with_sink(out, lse, sink_logits(batch.query, k0, scale, softcap), v0, log_gamma, sinks.sees_only_sink)
+    assert got.dtype == dtype
+    expected, _ = expected_attention(batch.per_request, log_gamma, scale, softcap or None)
+    tolerance = 2e-5 if dtype == torch.float32 else 3e-2  # bf16: the output's own rounding, grown at most 4x (gamma 0.25)
+    torch.testing.assert_close(got.double(), expected, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.cuda

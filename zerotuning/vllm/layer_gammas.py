@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,6 +37,8 @@ class ServedProfile:
     sliding_layers: frozenset[int]
     log_gammas: torch.Tensor  # [layers, heads] float32
     active: list[bool]
+    # Copies of log_gammas on accelerators (CUDA backend), kept equal to it by swap.
+    device_copies: dict[torch.device, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, profile: Profile, source: str, hf_config: Any) -> "ServedProfile":
@@ -63,15 +65,27 @@ class ServedProfile:
                 )
         logs = torch.tensor([[math.log(gamma) for gamma in row] for row in profile.gammas], dtype=torch.float32)
         self.log_gammas.copy_(logs)
+        for copy in self.device_copies.values():
+            copy.copy_(logs)
         self.active[:] = [bool((row != 0).any()) for row in logs]
         self.profile = profile
 
-    def layer_view(self, layer: int, num_local_heads: int, rank: int) -> torch.Tensor:
-        """The log-gammas of the heads one tensor-parallel rank holds (contiguous head slices)."""
+    def layer_view(self, layer: int, num_local_heads: int, rank: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """The log-gammas of the heads one tensor-parallel rank holds (contiguous head slices).
+
+        With ``device`` (not the CPU): a view of this process's copy on that device, which ``swap``
+        updates in place like the CPU tensor, so a layer can hold it across swaps.
+        """
         heads = self.log_gammas.shape[1]
         if num_local_heads * (heads // num_local_heads) != heads:
             raise ValueError(f"zerotuning: the layer has {num_local_heads} query heads on this rank, which does not divide the profile's {heads}")
-        return self.log_gammas[layer, rank * num_local_heads : (rank + 1) * num_local_heads]
+        table = self.log_gammas
+        if device is not None and torch.device(device).type != "cpu":
+            device = torch.device(device)
+            if device not in self.device_copies:
+                self.device_copies[device] = self.log_gammas.to(device)
+            table = self.device_copies[device]
+        return table[layer, rank * num_local_heads : (rank + 1) * num_local_heads]
 
 
 _SERVED: dict[str, ServedProfile | None] = {}

@@ -27,6 +27,8 @@ vLLM import, no host-device synchronisation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -143,6 +145,50 @@ def sink_correction(
     keys = request_sink_keys[token_request]
     values = request_sink_values[token_request]
     return correct_with_sink(out, lse, sink_logits(query, keys, scale, softcap), values, log_gamma, sees_only_sink)
+
+
+@dataclass(frozen=True)
+class TokenSinks:
+    """Where each packed token's sink is in vLLM's paged cache, and which tokens see only it."""
+
+    blocks: torch.Tensor  # [T] int64: block_table[request of the token, 0], whose slot 0 holds position 0
+    sees_only_sink: torch.Tensor  # [T] bool: the token is its request's position 0
+
+
+def token_sinks(query_start_loc: torch.Tensor, seq_lens: torch.Tensor, block_table: torch.Tensor, num_tokens: int) -> TokenSinks:
+    """The sinks of the first ``num_tokens`` packed tokens, from vLLM's attention metadata, on its device.
+
+    ``query_start_loc [R + 1]`` (cumulative query lengths; entries past the last request may repeat
+    its end, as vLLM pads them), ``seq_lens [R]`` (cached + new tokens of each request),
+    ``block_table [R, max_blocks]``. Each token's position is ``seq_len - query_len + offset``; the
+    sink is position 0: slot 0 of the request's first block (also with prefix caching, whose first
+    block is shared, and chunked prefill). No host-device synchronisation.
+    """
+    if query_start_loc.dim() != 1 or seq_lens.dim() != 1 or block_table.dim() != 2:
+        raise ValueError(
+            f"query_start_loc [R + 1], seq_lens [R] and block_table [R, blocks] expected, got {tuple(query_start_loc.shape)}, "
+            f"{tuple(seq_lens.shape)}, {tuple(block_table.shape)}"
+        )
+    requests = seq_lens.shape[0]
+    if query_start_loc.shape[0] < requests + 1 or block_table.shape[0] < requests:
+        raise ValueError(f"query_start_loc ({query_start_loc.shape[0]}) and block_table ({block_table.shape[0]} rows) must cover the {requests} requests of seq_lens")
+    starts = query_start_loc[: requests + 1]
+    tokens = torch.arange(num_tokens, device=starts.device, dtype=starts.dtype)
+    request = torch.searchsorted(starts[1:].contiguous(), tokens, right=True).clamp_(max=max(requests - 1, 0))
+    first, end = starts[request], starts[request + 1]
+    positions = seq_lens[request] - (end - first) + (tokens - first)
+    return TokenSinks(block_table[request, 0].long(), positions == 0)
+
+
+def gather_sinks(key_cache: torch.Tensor, value_cache: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T, KVH, D]`` keys and values of slot 0 of each token's sink block.
+
+    ``key_cache``/``value_cache`` ``[num_blocks, block_size, KVH, D]``: the views vLLM's FlashAttention
+    backend makes of a layer's cache (``kv_cache.transpose(1, 2).split(head_size, dim=-1)``), any strides.
+    """
+    if key_cache.dim() != 4 or value_cache.shape != key_cache.shape:
+        raise ValueError(f"key_cache and value_cache: expected one shape [num_blocks, block_size, kv_heads, D], got {tuple(key_cache.shape)} and {tuple(value_cache.shape)}")
+    return key_cache[blocks, 0], value_cache[blocks, 0]
 
 
 def _check_rank(name: str, tensor: torch.Tensor, rank: int) -> None:
