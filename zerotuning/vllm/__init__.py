@@ -2,10 +2,11 @@
 
 Installed with the extra ``zerotuning[vllm]``, vLLM loads ``register`` (entry point group
 ``vllm.general_plugins``) in every process before it builds the model. On the CPU it puts
-ZeroTuning's subclass in place of the ``CPU_ATTN`` backend; it reads the profile
-(``layer_gammas``) and runs vLLM's own attention wherever every gamma of a layer is 1. On other
-platforms the sink bias is not implemented yet: the usual GPU backends are wrapped so that a
-profile with a gamma != 1 is refused instead of being silently ignored (``gpu_guard``).
+ZeroTuning's subclass in place of the ``CPU_ATTN`` backend; on CUDA, in place of ``FLASH_ATTN``
+(``cuda_backend``: FlashAttention's log-sum-exp and an exact post-hoc correction). Both read the
+profile (``layer_gammas``) and run vLLM's own attention wherever every gamma of a layer is 1. The
+other GPU backends (and FLASH_ATTN off CUDA) are wrapped so that a profile with a gamma != 1 is
+refused instead of being silently ignored (``gpu_guard``).
 Nothing here imports vLLM until ``register`` or vLLM itself asks for it.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 CPU_BACKEND = "zerotuning.vllm.cpu_backend.ZeroTuningCPUAttentionBackend"
+CUDA_BACKEND = "zerotuning.vllm.cuda_backend.ZeroTuningFlashAttentionBackend"
 WORKER_EXTENSION = "zerotuning.vllm.worker.ZeroTuningWorkerExtension"
 
 
@@ -27,8 +29,12 @@ def register() -> None:
         return
     from .gpu_guard import GUARDED_BACKENDS, guard_path
 
+    on_cuda = current_platform.is_cuda()
+    if on_cuda:
+        register_backend(AttentionBackendEnum.FLASH_ATTN, CUDA_BACKEND)
     for name in GUARDED_BACKENDS:
-        register_backend(AttentionBackendEnum[name], guard_path(name))
+        if not (on_cuda and name == "FLASH_ATTN"):
+            register_backend(AttentionBackendEnum[name], guard_path(name))
 
 
 def swap_profile(llm: Any, profile: Any) -> str:

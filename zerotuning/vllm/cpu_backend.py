@@ -34,6 +34,8 @@ class ZeroTuningCPUAttentionBackend(CPUAttentionBackend):
 
 
 class ZeroTuningCPUAttentionImpl(CPUAttentionBackendImpl):
+    zerotuning_applies_gammas = True
+
     def __init__(self, num_heads, head_size, scale, num_kv_heads, alibi_slopes, sliding_window, kv_cache_dtype, *args, **kwargs):
         super().__init__(num_heads, head_size, scale, num_kv_heads, alibi_slopes, sliding_window, kv_cache_dtype, *args, **kwargs)
         self._served = layer_gammas.served_profile(get_current_vllm_config())

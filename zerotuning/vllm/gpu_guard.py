@@ -1,10 +1,11 @@
 """GPU attention backends that refuse a profile they cannot apply.
 
-The sink bias is implemented for vLLM's CPU backend only. On a GPU, vLLM would otherwise serve
-the untouched model while the user believes a profile is applied; so the plugin registers, over
-each backend vLLM picks for decoder models on GPUs, a subclass whose attention layers refuse to
-start when the served profile has a gamma != 1 (an all-ones profile is served as is). The worker
-extension refuses swaps to such a profile on these platforms too.
+The sink bias is implemented for vLLM's CPU backend and, on CUDA, its FLASH_ATTN backend
+(``cuda_backend``). On any other GPU backend vLLM would otherwise serve the untouched model while
+the user believes a profile is applied; so the plugin registers, over each other backend vLLM
+picks for decoder models on GPUs (and over FLASH_ATTN off CUDA), a subclass whose attention layers
+refuse to start when the served profile has a gamma != 1 (an all-ones profile is served as is).
+The worker extension refuses swaps to such a profile when a layer's backend does not apply gammas.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def refuse_active_profile(served: Any, where: str) -> None:
     if served is not None and any(served.active):
         raise NotImplementedError(
             f"zerotuning profile {served.source}: gamma != 1 on {where}, but the vLLM plugin applies the sink "
-            "bias on vLLM's CPU backend only; serve it on the CPU, or with transformers and zerotuning.apply "
+            "bias on vLLM's CPU backend and on CUDA's FLASH_ATTN backend only; serve it there (on CUDA: "
+            "--attention-backend FLASH_ATTN, a float16 or bfloat16 model), or with transformers and zerotuning.apply "
             "(docs/vllm.md)"
         )
 

@@ -12,6 +12,25 @@ from ..profile import Profile
 from . import layer_gammas
 
 
+def layers_without_gammas(vllm_config) -> list[str]:
+    """``name (impl class)`` of each attention layer of this worker whose backend cannot apply gammas.
+
+    No attention layer found at all counts as one that cannot: a swap is let through only where
+    every layer is known to apply it.
+    """
+    from vllm.config import get_layers_from_vllm_config
+    from vllm.model_executor.layers.attention import Attention
+
+    layers = get_layers_from_vllm_config(vllm_config, Attention)
+    if not layers:
+        return ["(no attention layer registered in this worker)"]
+    return [
+        f"{name} ({type(layer.impl).__name__})"
+        for name, layer in layers.items()
+        if not getattr(layer.impl, "zerotuning_applies_gammas", False)
+    ]
+
+
 class ZeroTuningWorkerExtension:
     def zerotuning_swap_profile(self, profile_json: dict) -> str:
         served = layer_gammas.served_profile(self.vllm_config)
@@ -24,9 +43,12 @@ class ZeroTuningWorkerExtension:
         from vllm.platforms import current_platform
 
         if not current_platform.is_cpu() and any(gamma != 1.0 for row in profile.gammas for gamma in row):
-            raise NotImplementedError(
-                "zerotuning: the vLLM plugin applies gamma != 1 on vLLM's CPU backend only; this engine runs on "
-                f"{current_platform.device_name}, so the swap is refused (docs/vllm.md)"
-            )
+            unable = layers_without_gammas(self.vllm_config)
+            if unable:
+                raise NotImplementedError(
+                    "zerotuning: the vLLM plugin applies gamma != 1 on vLLM's CPU backend and CUDA's FLASH_ATTN backend "
+                    f"only; on {current_platform.device_name} these attention layers run another backend: "
+                    f"{', '.join(unable[:3])}{' ...' if len(unable) > 3 else ''}; the swap is refused (docs/vllm.md)"
+                )
         served.swap(profile)
         return served.profile.identity.describe()
