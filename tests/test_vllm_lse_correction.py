@@ -266,3 +266,14 @@ def test_on_cuda_matches_the_cpu_correction():
     cpu = sink_correction(*args, scale, sees_only_sink=only)
     gpu = sink_correction(*(a.cuda() for a in args), scale, sees_only_sink=only.cuda())
     torch.testing.assert_close(gpu.cpu().float(), cpu.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_sink_logits_of_a_strided_query():
+    # vLLM hands the attention a query that is a column slice of the fused qkv projection.
+    gen = torch.Generator().manual_seed(12)
+    qkv = torch.randn(7, (6 + 2 * 2) * 8, generator=gen)
+    query = qkv[:, : 6 * 8].view(7, 6, 8)
+    assert not query.is_contiguous()
+    key = torch.randn(7, 2, 8, generator=gen)
+    expected = torch.einsum("thd,thd->th", query.double(), key.double().repeat_interleave(3, dim=1)) * 0.5
+    torch.testing.assert_close(sink_logits(query, key, 0.5).double(), expected, atol=1e-6, rtol=1e-6)

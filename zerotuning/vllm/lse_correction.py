@@ -45,11 +45,11 @@ def sink_logits(query: torch.Tensor, sink_key: torch.Tensor, scale: float, softc
         raise ValueError(f"sink_key: expected [{tokens}, kv_heads, {head_dim}] to match query {tuple(query.shape)}, got {tuple(sink_key.shape)}")
     if kv_heads == 0 or heads % kv_heads:
         raise ValueError(f"sink_key: its {kv_heads} KV heads do not divide the query's {heads} heads")
-    q = query.view(tokens, kv_heads, heads // kv_heads, head_dim).float()
+    q = query.reshape(tokens, kv_heads, heads // kv_heads, head_dim).float()  # vLLM's query may be a strided slice of qkv
     logits = torch.matmul(q, sink_key.float()[..., None]).squeeze(-1).mul_(scale)  # [T, KVH, G]
     if softcap > 0:
         logits = logits.div_(softcap).tanh_().mul_(softcap)
-    return logits.view(tokens, heads)
+    return logits.reshape(tokens, heads)
 
 
 def correct_with_sink(
