@@ -18,7 +18,7 @@ from cpu_isa import ISA_FLAGS, build_machine_isa  # noqa: E402
 
 # The translation units that get the vector-ISA flags (everything that includes score_rows.h).
 KERNEL_SOURCES = tuple(
-    os.path.join("csrc", "cpu", name) for name in ("sink_attention_cpu_kernel.cpp", "sink_attention_backward_kernel.cpp")
+    os.path.join("csrc", "cpu", name) for name in ("sink_attention_cpu_kernel.cpp", "sink_attention_backward_kernel.cpp", "sink_attention_paged_kernel.cpp")
 )
 
 

@@ -129,4 +129,83 @@ inline void mask_limit_and_bias_row(const SinkAttentionParams& p, float* s, int6
   if (sink >= j0 && sink < j0 + n && s[sink - j0] != kNegInf) s[sink - j0] += p.log_gamma[h];
 }
 
+// ---- online softmax -----------------------------------------------------------------------
+
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+inline float row_max(const float* x, int64_t n) {
+  return at::vec::reduce_all<float>(
+      [](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, x, n);
+}
+
+// x := exp(x - m); returns the sum. exp(-inf - m) = 0 for hidden keys.
+inline float exp_shifted_and_sum(float* x, int64_t n, float m) {
+  const Vec vm(m);
+  Vec vsum(0.0f);
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) {
+    const Vec e = (Vec::loadu(x + j) - vm).exp_u20();
+    e.store(x + j);
+    vsum += e;
+  }
+  float sum = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, vsum);
+  for (; j < n; ++j) {
+    x[j] = std::exp(x[j] - m);
+    sum += x[j];
+  }
+  return sum;
+}
+
+inline void scale_row(float* x, int64_t n, float factor) {
+  const Vec vf(factor);
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(x + j) * vf).store(x + j);
+  for (; j < n; ++j) x[j] *= factor;
+}
+
+// One row's step of the online softmax over a tile of n logits s (final: softcapped, masked,
+// biased). Turns s into the tile's unnormalised weights exp(s - new max), updates the row's
+// running max and sum, and rescales its output accumulator acc[0, head_dim) to the new max. A
+// NaN or +inf logit poisons the row (running max and sum NaN, for the rest of its keys too); a
+// tile with nothing visible so far contributes nothing. Either way s is left all 0 then, so the
+// caller may always add s V to acc.
+inline void online_softmax_step(float* s, int64_t n, float& running_max, float& running_sum,
+                                float* acc, int64_t head_dim) {
+  const float old_max = running_max;
+  const float tile_max = row_max(s, n);  // NaN if any score is NaN
+  if (std::isnan(old_max) || std::isnan(tile_max) || tile_max == kPosInf) {
+    running_max = kNaN;
+    running_sum = kNaN;
+    std::fill_n(s, n, 0.0f);
+    return;
+  }
+  const float new_max = std::max(old_max, tile_max);
+  if (new_max == kNegInf) {  // nothing visible yet (or only -inf logits): contribute nothing
+    std::fill_n(s, n, 0.0f);
+    return;
+  }
+  const float sum = exp_shifted_and_sum(s, n, new_max);
+  const float correction = std::exp(old_max - new_max);  // 0 when old_max is -inf
+  running_sum = running_sum * correction + sum;
+  running_max = new_max;
+  if (correction != 1.0f) scale_row(acc, head_dim, correction);
+}
+
+// C[m x n] += P[m x k] V[k x n] for a few rows, row-major: one vectorised axpy per (row, key).
+inline void small_a_b_accumulate(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp,
+                                 const float* v, int64_t ldv, float* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* row = c + r * ldc;
+    for (int64_t j = 0; j < k; ++j) {
+      const float w = p[r * ldp + j];  // no skip at 0: 0 * inf must give NaN, as in the definition
+      const Vec vw(w);
+      const float* vj = v + j * ldv;
+      int64_t d = 0;
+      for (; d + Vec::size() <= n; d += Vec::size()) (Vec::loadu(row + d) + Vec::loadu(vj + d) * vw).store(row + d);
+      for (; d < n; ++d) row[d] += vj[d] * w;
+    }
+  }
+}
+
 }  // namespace zerotuning::cpu::score_rows

@@ -25,12 +25,11 @@
 namespace zerotuning::cpu {
 namespace {
 
+using score_rows::kNaN;
 using score_rows::kNegInf;
 using score_rows::load_as_float;
 using score_rows::store_from_float;
 using score_rows::Vec;
-constexpr float kPosInf = std::numeric_limits<float>::infinity();
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Rows (query head x position) per work item and keys per block: big enough for BLAS to run
 // near peak, small enough that a block of scores stays in L2.
@@ -52,52 +51,6 @@ void small_a_bt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
           [](Vec x, Vec y) { return x * y; }, [](Vec x, Vec y) { return x + y; }, a + r * lda, b + j * ldb, k);
     }
   }
-}
-
-// C[m x n] += P[m x k] V[k x n] for a few rows, row-major: one vectorised axpy per (row, key).
-void small_a_b_accumulate(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v,
-                          int64_t ldv, float* c, int64_t ldc) {
-  for (int64_t r = 0; r < m; ++r) {
-    float* row = c + r * ldc;
-    for (int64_t j = 0; j < k; ++j) {
-      const float w = p[r * ldp + j];  // no skip at 0: 0 * inf must give NaN, as in the definition
-      const Vec vw(w);
-      const float* vj = v + j * ldv;
-      int64_t d = 0;
-      for (; d + Vec::size() <= n; d += Vec::size()) (Vec::loadu(row + d) + Vec::loadu(vj + d) * vw).store(row + d);
-      for (; d < n; ++d) row[d] += vj[d] * w;
-    }
-  }
-}
-
-inline float row_max(const float* x, int64_t n) {
-  return at::vec::reduce_all<float>(
-      [](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, x, n);
-}
-
-// x := exp(x - m); returns the sum. exp(-inf - m) = 0 for hidden keys.
-inline float exp_shifted_and_sum(float* x, int64_t n, float m) {
-  const Vec vm(m);
-  Vec vsum(0.0f);
-  int64_t j = 0;
-  for (; j + Vec::size() <= n; j += Vec::size()) {
-    const Vec e = (Vec::loadu(x + j) - vm).exp_u20();
-    e.store(x + j);
-    vsum += e;
-  }
-  float sum = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, vsum);
-  for (; j < n; ++j) {
-    x[j] = std::exp(x[j] - m);
-    sum += x[j];
-  }
-  return sum;
-}
-
-inline void scale_row(float* x, int64_t n, float factor) {
-  const Vec vf(factor);
-  int64_t j = 0;
-  for (; j + Vec::size() <= n; j += Vec::size()) (Vec::loadu(x + j) * vf).store(x + j);
-  for (; j < n; ++j) x[j] *= factor;
 }
 
 // ---- work split ---------------------------------------------------------------------------
@@ -246,31 +199,12 @@ void accumulate(const SinkAttentionParams& p, const Plan& plan, const Item& it, 
       float* s = scores + r * key_block;
       if (p.softcap > 0.0f) score_rows::softcap_row(s, nk, p.softcap);
       score_rows::mask_limit_and_bias_row(p, s, nk, j0, it.b, h, i, sink);
-
-      const float old_max = ws.running_max[r];
-      const float tile_max = row_max(s, nk);  // NaN if any score is NaN
-      // A NaN or +inf logit of a visible key poisons the row (output and lse NaN); the row
-      // stays poisoned (running max NaN) for the rest of its keys.
-      if (std::isnan(old_max) || std::isnan(tile_max) || tile_max == kPosInf) {
-        ws.running_max[r] = kNaN;
-        ws.running_sum[r] = kNaN;
-        std::fill_n(s, nk, 0.0f);
-        continue;
-      }
-      const float new_max = std::max(old_max, tile_max);
-      if (new_max == kNegInf) {  // nothing visible yet (or only -inf logits): contribute nothing
-        std::fill_n(s, nk, 0.0f);
-        continue;
-      }
-      const float sum = exp_shifted_and_sum(s, nk, new_max);
-      const float correction = std::exp(old_max - new_max);  // 0 when old_max is -inf
-      ws.running_sum[r] = ws.running_sum[r] * correction + sum;
-      ws.running_max[r] = new_max;
-      if (correction != 1.0f) scale_row(ws.acc.data() + r * head_dim, head_dim, correction);
+      score_rows::online_softmax_step(s, nk, ws.running_max[r], ws.running_sum[r],
+                                      ws.acc.data() + r * head_dim, head_dim);
     }
 
     if (small) {
-      small_a_b_accumulate(rows, head_dim, nk, scores, key_block, v_block, v_ld, ws.acc.data(), head_dim);
+      score_rows::small_a_b_accumulate(rows, head_dim, nk, scores, key_block, v_block, v_ld, ws.acc.data(), head_dim);
     } else {
       gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f,
                scores, static_cast<int>(key_block), v_block, v_ld, 1.0f, ws.acc.data(),

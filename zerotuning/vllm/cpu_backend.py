@@ -2,8 +2,9 @@
 
 Registered over ``CPU_ATTN`` by the plugin (``zerotuning.vllm.register``). A layer whose gammas
 are all 1 (and every layer when no profile is configured) runs vLLM's own kernel unchanged; a
-layer with some gamma != 1 runs ``paged_attention.sink_attention_paged`` over the same cache.
-The choice is made per forward from ``ServedProfile.active``, so swapping profiles needs no reload.
+layer with some gamma != 1 runs ``torch.ops.zerotuning.sink_attention_paged`` (the C++ op of
+``csrc/cpu/sink_attention_paged_kernel.cpp``) over the same cache. The choice is made per forward
+from ``ServedProfile.active``, so swapping profiles needs no reload.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from vllm.utils.torch_utils import is_quantized_kv_cache
 from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend, CPUAttentionBackendImpl
 
+from .. import _C  # noqa: F401  (loading the library registers torch.ops.zerotuning)
 from . import layer_gammas
-from .paged_attention import BatchPlan, cpu_block_views, sink_attention_paged
 
-# Cache layouts read by paged_attention: keys [D, block] and values [block, D] per block and head.
+# Cache layouts the op reads: keys [D, block] and values [block, D] per block and KV head.
 SUPPORTED_ISAS = ("vec", "vec16")
-_PLAN_ATTRIBUTE = "_zerotuning_plan"
+SINK_ATTENTION_PAGED = torch.ops.zerotuning.sink_attention_paged.default
 
 
 class ZeroTuningCPUAttentionBackend(CPUAttentionBackend):
@@ -57,13 +58,12 @@ class ZeroTuningCPUAttentionImpl(CPUAttentionBackendImpl):
         self._check_supported(layer)
         if output_scale is not None or output_block_scale is not None:
             raise NotImplementedError("zerotuning: fused output quantization is not supported")
-        keys, values = cpu_block_views(kv_cache)
-        plan = getattr(attn_metadata, _PLAN_ATTRIBUTE, None)
-        if plan is None:  # once per step: every layer shares the step's metadata
-            plan = BatchPlan.of(attn_metadata.query_start_loc, attn_metadata.seq_lens, keys.shape[3], attn_metadata.num_actual_tokens)
-            setattr(attn_metadata, _PLAN_ATTRIBUTE, plan)
-        sink_attention_paged(
-            query, keys, values, attn_metadata.block_table, plan, self._log_gamma, self.scale, output, softcap=float(self.logits_soft_cap)
+        if attn_metadata.causal is not True or attn_metadata.dynamic_causal is not None:
+            raise NotImplementedError(f"zerotuning profile {self._served.source}, layer {self._layer}: gamma != 1 needs causal attention")
+        tokens = attn_metadata.num_actual_tokens  # past them: padding, left alone as vLLM's kernel does
+        SINK_ATTENTION_PAGED(
+            query[:tokens], kv_cache, attn_metadata.block_table, attn_metadata.query_start_loc, attn_metadata.seq_lens,
+            self._log_gamma, self.scale, float(self.logits_soft_cap), output[:tokens],
         )
         return output
 
