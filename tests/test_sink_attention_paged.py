@@ -262,3 +262,24 @@ def test_bad_inputs_are_refused_naming_the_argument(case):
 
 def test_good_arguments_run():
     call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_query_gets_the_same_bits_however_it_is_batched(dtype):
+    # vLLM computes a position in a whole prefill, a chunk of one, or a decode step, beside any
+    # other requests; the plugin's results (and so a run through the prefix cache) must not depend on it.
+    query, kv_cache, table, starts, lens, _ = build_batch([(150, 150)], 9, 3, 64, 32, dtype=dtype, seed=12)
+    log_gamma = torch.linspace(-1.0, 1.0, 9)
+    whole = run(query, kv_cache, table, starts, lens, log_gamma, 0.125, 30.0)
+    for chunk in (1, 2, 7, 20, 64):  # the last `chunk` queries, after other requests' tokens
+        other_query, other_cache, other_table, other_starts, other_lens, _ = build_batch([(40, 5), (9, 1)], 9, 3, 64, 32, dtype=dtype, seed=13)
+        blocks = other_cache.shape[0]
+        cache = torch.cat([other_cache, kv_cache])
+        batch_table = torch.zeros(3, max(other_table.shape[1], table.shape[1]), dtype=torch.int32)
+        batch_table[:2, : other_table.shape[1]] = other_table.clamp(min=0)
+        batch_table[2, : table.shape[1]] = table[0].clamp(min=0) + blocks
+        batch_query = torch.cat([other_query, query[-chunk:]])
+        batch_starts = torch.cat([other_starts, other_starts[-1:] + chunk])
+        batch_lens = torch.cat([other_lens, lens])
+        output = run(batch_query, cache, batch_table, batch_starts, batch_lens, log_gamma, 0.125, 30.0)
+        assert torch.equal(output[-chunk:], whole[-chunk:]), f"the last {chunk} queries"

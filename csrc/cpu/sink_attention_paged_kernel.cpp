@@ -1,8 +1,8 @@
 // Sink attention over vLLM's paged CPU KV cache. One work item = (request, KV head, block of the
 // request's queries); its rows are those queries for every query head of the KV head's group,
-// so each cache block is read once per group. Per tile of whole cache blocks: S = Q K by BLAS
-// (or a register-blocked loop for the few rows of a decode step), softcap, the sink bias on key
-// 0, the causal limit, online softmax, O += P V; the same steps as the dense CPU kernel.
+// so each cache block is read once per group. Per tile of whole cache blocks: S = Q K, softcap,
+// the sink bias on key 0, the causal limit, online softmax, O += P V (the steps of the dense CPU
+// kernel), with register-blocked products whose results do not depend on the batch (below).
 #include "sink_attention_paged_kernel.h"
 
 #include <ATen/Parallel.h>
@@ -15,7 +15,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "blas.h"
 #include "score_rows.h"
 
 namespace zerotuning::cpu {
@@ -30,8 +29,6 @@ using score_rows::Vec;
 // Rows (query head x query) per work item and keys per tile, as in the dense kernel.
 constexpr int64_t kTargetRows = 64;
 constexpr int64_t kTileKeys = 512;
-// Items of at most this many rows (a decode step: one query per head of the group) skip BLAS.
-constexpr int64_t kSmallRows = 8;
 
 struct Shape {
   int64_t group = 1;     // query heads per KV head
@@ -60,27 +57,131 @@ struct Workspace {
         running_sum(shape.max_rows) {}
 };
 
-// S[m x n] = A[m x k] B[k x n] for m <= kSmallRows rows, row-major (B is a block's transposed
-// keys): each vector of n columns is accumulated in registers for every row at once.
-void small_a_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-               float* c, int64_t ldc) {
+// ---- the two products, batch-invariant ---------------------------------------------------
+// Every element is one fused multiply-add chain in a fixed order (over head_dim for a score,
+// over keys for an output), whatever the number of rows or keys of the call, so a query's output
+// depends only on its own query, its request's cache and its position: not on how vLLM batched
+// or chunked it (BLAS picks its blocking, hence its summation order, by matrix size).
+
+// Rows and vectors of columns held in registers (AVX-512 has 32 vector registers, AVX2 16).
+constexpr int kScoreRows = Vec::size() >= 16 ? 8 : 4;
+constexpr int kScoreVecs = 2;
+constexpr int kOutRows = Vec::size() >= 16 ? 4 : 2;
+constexpr int kOutVecs = 4;
+
+// Loads and stores of vector v of C: the last one only `last` elements wide when Partial.
+template <int C, bool Partial>
+inline Vec load_part(const float* x, int v, int64_t last) {
+  if constexpr (Partial) {
+    if (v == C - 1) return Vec::loadu(x, last);
+  }
+  return Vec::loadu(x);
+}
+
+template <int C, bool Partial>
+inline void store_part(const Vec& value, float* x, int v, int64_t last) {
+  if constexpr (Partial) {
+    if (v == C - 1) return value.store(x, last);
+  }
+  value.store(x);
+}
+
+// c[r, j0 + ...] = sum_d a[r, d] b[d, j0 + ...] for R rows and C vectors of columns (the last
+// one `last` columns wide when Partial).
+template <int R, int C, bool Partial>
+inline void scores_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c,
+                        int64_t ldc, int64_t last) {
+  Vec sums[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < C; ++v) sums[r][v] = Vec(0.0f);
+  for (int64_t d = 0; d < k; ++d) {
+    Vec column[C];
+    for (int v = 0; v < C; ++v) column[v] = load_part<C, Partial>(b + d * ldb + v * Vec::size(), v, last);
+    for (int r = 0; r < R; ++r) {
+      const Vec weight(a[r * lda + d]);
+      for (int v = 0; v < C; ++v) sums[r][v] = at::vec::fmadd(weight, column[v], sums[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < C; ++v) store_part<C, Partial>(sums[r][v], c + r * ldc + v * Vec::size(), v, last);
+}
+
+template <int R>
+void scores_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc,
+                 int64_t n) {
+  constexpr int64_t V = Vec::size();
   int64_t j = 0;
-  for (; j + Vec::size() <= n; j += Vec::size()) {
-    Vec sums[kSmallRows];
-    for (int64_t r = 0; r < m; ++r) sums[r] = Vec(0.0f);
-    for (int64_t d = 0; d < k; ++d) {
-      const Vec column = Vec::loadu(b + d * ldb + j);
-      for (int64_t r = 0; r < m; ++r) sums[r] = at::vec::fmadd(Vec(a[r * lda + d]), column, sums[r]);
-    }
-    for (int64_t r = 0; r < m; ++r) sums[r].store(c + r * ldc + j);
+  for (; j + kScoreVecs * V <= n; j += kScoreVecs * V) scores_tile<R, kScoreVecs, false>(a, lda, b + j, ldb, k, c + j, ldc, V);
+  for (; j + V <= n; j += V) scores_tile<R, 1, false>(a, lda, b + j, ldb, k, c + j, ldc, V);
+  if (j < n) scores_tile<R, 1, true>(a, lda, b + j, ldb, k, c + j, ldc, n - j);
+}
+
+template <int R>
+void scores_remainder(int64_t m, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c,
+                      int64_t ldc, int64_t n) {
+  if (m == R) {
+    scores_rows<R>(a, lda, b, ldb, k, c, ldc, n);
+  } else if constexpr (R > 1) {
+    scores_remainder<R - 1>(m, a, lda, b, ldb, k, c, ldc, n);
   }
-  for (; j < n; ++j) {
-    for (int64_t r = 0; r < m; ++r) {
-      float sum = 0.0f;
-      for (int64_t d = 0; d < k; ++d) sum += a[r * lda + d] * b[d * ldb + j];
-      c[r * ldc + j] = sum;
+}
+
+// S[m x n] = A[m x k] B[k x n], row-major; B is a block's transposed keys [head_dim, block].
+// Columns past n up to a whole vector (at most ldb) may be written too: the caller ignores them.
+void scores_a_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                int64_t ldc) {
+  n = std::min(ldb, (n + Vec::size() - 1) / Vec::size() * Vec::size());  // whole vectors within the block
+  int64_t r = 0;
+  for (; r + kScoreRows <= m; r += kScoreRows) scores_rows<kScoreRows>(a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
+  if (r < m) scores_remainder<kScoreRows - 1>(m - r, a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
+}
+
+// c[r, d0 + ...] += sum_j p[r, j] v[j, d0 + ...] for R rows and C vectors of head_dim (the last
+// one `last` wide when Partial).
+template <int R, int C, bool Partial>
+inline void output_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c, int64_t ldc,
+                        int64_t last) {
+  Vec sums[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < C; ++x) sums[r][x] = load_part<C, Partial>(c + r * ldc + x * Vec::size(), x, last);
+  for (int64_t j = 0; j < k; ++j) {
+    Vec row[C];
+    for (int x = 0; x < C; ++x) row[x] = load_part<C, Partial>(v + j * ldv + x * Vec::size(), x, last);
+    for (int r = 0; r < R; ++r) {
+      const Vec weight(p[r * ldp + j]);  // no skip at 0: 0 * inf must give NaN, as in the definition
+      for (int x = 0; x < C; ++x) sums[r][x] = at::vec::fmadd(weight, row[x], sums[r][x]);
     }
   }
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < C; ++x) store_part<C, Partial>(sums[r][x], c + r * ldc + x * Vec::size(), x, last);
+}
+
+template <int R>
+void output_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c, int64_t ldc,
+                 int64_t n) {
+  constexpr int64_t V = Vec::size();
+  int64_t d = 0;
+  for (; d + kOutVecs * V <= n; d += kOutVecs * V) output_tile<R, kOutVecs, false>(p, ldp, v + d, ldv, k, c + d, ldc, V);
+  for (; d + V <= n; d += V) output_tile<R, 1, false>(p, ldp, v + d, ldv, k, c + d, ldc, V);
+  if (d < n) output_tile<R, 1, true>(p, ldp, v + d, ldv, k, c + d, ldc, n - d);
+}
+
+template <int R>
+void output_remainder(int64_t m, const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c,
+                      int64_t ldc, int64_t n) {
+  if (m == R) {
+    output_rows<R>(p, ldp, v, ldv, k, c, ldc, n);
+  } else if constexpr (R > 1) {
+    output_remainder<R - 1>(m, p, ldp, v, ldv, k, c, ldc, n);
+  }
+}
+
+// C[m x n] += P[m x k] V[k x n], row-major; V is a block's values [block, head_dim].
+void output_a_b(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v, int64_t ldv, float* c,
+                int64_t ldc) {
+  int64_t r = 0;
+  for (; r + kOutRows <= m; r += kOutRows) output_rows<kOutRows>(p + r * ldp, ldp, v, ldv, k, c + r * ldc, ldc, n);
+  if (r < m) output_remainder<kOutRows - 1>(m - r, p + r * ldp, ldp, v, ldv, k, c + r * ldc, ldc, n);
 }
 
 // The items of a call, costliest first (rows x visible keys), so uneven items balance.
@@ -119,7 +220,6 @@ void run_item(const PagedAttentionParams& p, const Shape& shape, const Item& it,
   std::fill_n(ws.running_max.data(), rows, kNegInf);
   std::fill_n(ws.running_sum.data(), rows, 0.0f);
   std::fill_n(ws.acc.data(), rows * head_dim, 0.0f);
-  const bool small = rows <= kSmallRows;
 
   // The keys [D, block] or values [block, D] of the block holding key j, as float32.
   auto block_of = [&](int64_t j, bool values, float* converted) -> const float* {
@@ -139,39 +239,29 @@ void run_item(const PagedAttentionParams& p, const Shape& shape, const Item& it,
     for (int64_t off = 0; off < nk_tile; off += block_size) {
       const int64_t nk = std::min(block_size, nk_tile - off);
       const float* keys = block_of(j0 + off, /*values=*/false, ws.k.data());
-      if (small) {
-        small_a_b(rows, nk, head_dim, ws.q.data(), head_dim, keys, block_size, scores + off, tile);
-      } else {
-        gemm_a_b(static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(head_dim), 1.0f, ws.q.data(),
-                 static_cast<int>(head_dim), keys, static_cast<int>(block_size), 0.0f, scores + off,
-                 static_cast<int>(tile));
-      }
+      scores_a_b(rows, nk, head_dim, ws.q.data(), head_dim, keys, block_size, scores + off, tile);
     }
 
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t h = it.hkv * shape.group + r / nq;
       float* s = scores + r * tile;
-      if (p.softcap > 0.0f) score_rows::softcap_row(s, nk_tile, p.softcap);
+      // The causal limit: the query at position pos sees keys [0, pos]. The softmax runs over
+      // the row's own visible keys only (so its summation order does not depend on the other
+      // rows of the item); the hidden ones get weight 0.
+      const int64_t visible = std::clamp<int64_t>(it.offset + it.i0 + r % nq + 1 - j0, 0, nk_tile);
+      std::fill(s + visible, s + nk_tile, 0.0f);
+      if (visible == 0) continue;
+      if (p.softcap > 0.0f) score_rows::softcap_row(s, visible, p.softcap);
       // Key 0, the sink, is visible to every query (position >= 0): log(gamma_h) on it.
       if (j0 == 0) s[0] += p.log_gamma[h];
-      // The causal limit: the query at position pos sees keys [0, pos].
-      const int64_t visible = it.offset + it.i0 + r % nq + 1 - j0;
-      for (int64_t j = std::max<int64_t>(visible, 0); j < nk_tile; ++j) s[j] = kNegInf;
-      score_rows::online_softmax_step(s, nk_tile, ws.running_max[r], ws.running_sum[r],
+      score_rows::online_softmax_step(s, visible, ws.running_max[r], ws.running_sum[r],
                                       ws.acc.data() + r * head_dim, head_dim);
     }
 
     for (int64_t off = 0; off < nk_tile; off += block_size) {
       const int64_t nk = std::min(block_size, nk_tile - off);
       const float* values = block_of(j0 + off, /*values=*/true, ws.v.data());
-      if (small) {
-        score_rows::small_a_b_accumulate(rows, head_dim, nk, scores + off, tile, values, head_dim, ws.acc.data(),
-                                         head_dim);
-      } else {
-        gemm_a_b(static_cast<int>(rows), static_cast<int>(head_dim), static_cast<int>(nk), 1.0f, scores + off,
-                 static_cast<int>(tile), values, static_cast<int>(head_dim), 1.0f, ws.acc.data(),
-                 static_cast<int>(head_dim));
-      }
+      output_a_b(rows, head_dim, nk, scores + off, tile, values, head_dim, ws.acc.data(), head_dim);
     }
   }
 
@@ -205,7 +295,6 @@ void forward_typed(const PagedAttentionParams& p) {
   std::atomic<int64_t> next{0};
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    const SequentialBlas sequential_blas;
     Workspace ws(shape, p.head_dim, p.block_size, convert);
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t unit = next++; unit < count; unit = next++) run_item<T>(p, shape, items[unit], ws);
