@@ -15,12 +15,15 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+import torch  # noqa: E402
+import vllm  # noqa: E402
 from transformers import AutoConfig  # noqa: E402
 from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
@@ -28,6 +31,9 @@ from vllm.inputs import TokensPrompt  # noqa: E402
 from zerotuning import Profile  # noqa: E402
 from zerotuning.atomic_files import write_text_atomically  # noqa: E402
 from zerotuning.profile import ModelIdentity  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import source_commit  # noqa: E402
 
 SETTINGS = dict(dtype="float32", max_model_len=1024, enforce_eager=True, max_num_seqs=16, seed=0, enable_prefix_caching=False)
 
@@ -42,10 +48,14 @@ def loads(vocab: int) -> dict:
     }
 
 
-def timed(llm: LLM, prompts: list[list[int]], new_tokens: int) -> tuple[float, int]:
+def generate(llm: LLM, prompts: list[list[int]], new_tokens: int):
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    return llm.generate([TokensPrompt(prompt_token_ids=row) for row in prompts], params, use_tqdm=False)
+
+
+def timed(llm: LLM, prompts: list[list[int]], new_tokens: int) -> tuple[float, int]:
     start = time.perf_counter()
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=row) for row in prompts], params, use_tqdm=False)
+    outputs = generate(llm, prompts, new_tokens)
     seconds = time.perf_counter() - start
     processed = sum(len(row) for row in prompts) + sum(len(o.outputs[0].token_ids) for o in outputs)
     return seconds, processed
@@ -63,26 +73,42 @@ def main() -> None:
     Profile.uniform(identity, 1.5).save(profile_path)
     stock = LLM(str(args.model), **SETTINGS)
     plugin = LLM(str(args.model), **SETTINGS, additional_config={"zerotuning_profile": str(profile_path)})
+    prompts, new_tokens = list(loads(config.vocab_size).values())[1][0], 16  # the decode-heavy prompts
+    if [o.outputs[0].token_ids for o in generate(stock, prompts, new_tokens)] == [o.outputs[0].token_ids for o in generate(plugin, prompts, new_tokens)]:
+        raise SystemExit("bench_vllm: the plugin engine gave stock vLLM's tokens: the zerotuning path did not run")
     figures = {}
     for name, (prompts, new_tokens) in loads(config.vocab_size).items():
         timed(stock, prompts, new_tokens), timed(plugin, prompts, new_tokens)  # warm-up
-        ratios, stock_rates, plugin_rates = [], [], []
+        ratios, stock_rates, plugin_rates, seconds = [], [], [], []
         for pair in range(args.pairs):
             order = (stock, plugin) if pair % 2 == 0 else (plugin, stock)
             results = {id(llm): timed(llm, prompts, new_tokens) for llm in order}
             (s_time, s_tokens), (p_time, p_tokens) = results[id(stock)], results[id(plugin)]
             ratios.append(p_time / s_time)
+            seconds.append({"stock": s_time, "plugin": p_time})
             stock_rates.append(s_tokens / s_time)
             plugin_rates.append(p_tokens / p_time)
         figures[name] = dict(
             stock_tokens_per_s=statistics.median(stock_rates), plugin_tokens_per_s=statistics.median(plugin_rates),
             time_ratio_median=statistics.median(ratios), time_ratio_range=[min(ratios), max(ratios)], pairs=args.pairs,
+            pair_seconds=seconds,
         )
         f = figures[name]
         print(f"{name}: stock {f['stock_tokens_per_s']:.0f} tok/s, plugin {f['plugin_tokens_per_s']:.0f} tok/s, "
               f"plugin/stock time {f['time_ratio_median']:.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}, {args.pairs} pairs)")
     if args.json:
-        write_text_atomically(args.json, json.dumps(figures, indent=2) + "\n")
+        record = {
+            "command": " ".join(["python", *sys.argv]),
+            "commit": source_commit(),
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "threads": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE")},
+            "settings": SETTINGS,
+            "block_size": stock.llm_engine.vllm_config.cache_config.block_size,
+            "profile": "gamma 1.5 on every head of every layer",
+            **figures,
+        }
+        write_text_atomically(args.json, json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
