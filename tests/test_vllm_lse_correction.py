@@ -20,7 +20,6 @@ import torch
 
 from flash_paged_support import expected_attention, flash_attention, paged_batch
 
-from zerotuning.reference import sink_attention_reference
 from zerotuning.vllm.lse_correction import correct_with_sink, gather_sinks, sink_correction, sink_logits, token_sinks
 
 GAMMAS = (0.0, 0.25, 1.0, 4.0, 1e4)
@@ -42,19 +41,6 @@ def packed_batch(requests, heads, kv_heads, head_dim, *, seed, logit_scale=1.0):
     return per_request
 
 
-def reference(per_request, log_gamma, scale, softcap):
-    """Packed float64 (out [T, H, D], lse [H, T], p [T, H]) of sink-biased causal attention."""
-    outs, lses, sink_weights = [], [], []
-    for k, v, q in per_request:
-        out, lse = sink_attention_reference(
-            q.permute(1, 0, 2)[None], k.permute(1, 0, 2)[None], v.permute(1, 0, 2)[None], log_gamma.double(),
-            is_causal=True, scale=scale, softcap=softcap,
-        )
-        outs.append(out[0].permute(1, 0, 2))
-        lses.append(lse[0])
-    return torch.cat(outs), torch.cat(lses, dim=1)
-
-
 def inputs_of(per_request, heads, kv_heads):
     """What the backend hands the correction: queries, per-request sinks, token -> request, position-0 queries."""
     query = torch.cat([q for _, _, q in per_request])
@@ -67,7 +53,7 @@ def inputs_of(per_request, heads, kv_heads):
 
 def condition(per_request, log_gamma, scale, softcap, heads, kv_heads):
     """[T, H]: 1 / (1 + (gamma - 1) p), the factor by which the correction can grow the input's rounding."""
-    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, softcap)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(heads), scale, softcap)
     query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
     s0 = sink_logits(query.double(), keys[token_request].double(), scale, softcap or 0.0).double()
     p = torch.exp(s0 - plain_lse.t())
@@ -95,8 +81,8 @@ def test_correction_of_plain_attention_gives_sink_biased_attention(shape, softca
     scale = 1 / math.sqrt(head_dim)
     # gamma on every other head, the other heads untouched (gamma 1)
     log_gamma = torch.tensor([log_of(gamma) if h % 2 == 0 else 0.0 for h in range(heads)])
-    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, softcap)
-    expected_out, expected_lse = reference(per_request, log_gamma, scale, softcap)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(heads), scale, softcap)
+    expected_out, expected_lse = expected_attention(per_request, log_gamma, scale, softcap)
     query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
 
     out = plain_out.float()  # the kernel's output in float32, its log-sum-exp in float32
@@ -122,8 +108,8 @@ def test_model_dtype_in_and_out(dtype, gamma):
     per_request = packed_batch(requests, heads, kv_heads, head_dim, seed=11)
     scale = 1 / math.sqrt(head_dim)
     log_gamma = torch.full((heads,), log_of(gamma))
-    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, None)
-    expected, _ = reference(per_request, log_gamma, scale, None)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(heads), scale, None)
+    expected, _ = expected_attention(per_request, log_gamma, scale, None)
     query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
     got = sink_correction(
         plain_out.to(dtype), plain_lse.float(), query.to(dtype), keys.to(dtype), values.to(dtype), token_request, log_gamma, scale,
@@ -140,26 +126,26 @@ def test_model_dtype_in_and_out(dtype, gamma):
 def test_position_zero_sees_only_the_sink():
     # The first query of a request sees key 0 alone: v_0 for any gamma > 0, zeros for gamma 0.
     per_request = packed_batch([(3, 3)], 2, 1, 8, seed=2)
-    plain_out, plain_lse = reference(per_request, torch.zeros(2), 0.3, None)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(2), 0.3, None)
     query, keys, values, token_request, only = inputs_of(per_request, 2, 1)
     assert only.tolist() == [True, False, False]
     log_gamma = torch.tensor([-math.inf, math.log(3.0)])
     got = sink_correction(plain_out.float(), plain_lse.float(), query.float(), keys.float(), values.float(), token_request, log_gamma, 0.3, sees_only_sink=only)
     assert torch.equal(got[0, 0], torch.zeros(8))
     assert torch.equal(got[0, 1], plain_out[0, 1].float())
-    expected, _ = reference(per_request, log_gamma, 0.3, None)
+    expected, _ = expected_attention(per_request, log_gamma, 0.3, None)
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_large_gamma_does_not_overflow():
     per_request = packed_batch([(20, 20), (9, 1)], 2, 2, 8, seed=4)
-    plain_out, plain_lse = reference(per_request, torch.zeros(2), 0.35, None)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(2), 0.35, None)
     query, keys, values, token_request, only = inputs_of(per_request, 2, 2)
     for gamma in (1e4, 1e30):
         log_gamma = torch.full((2,), math.log(gamma))
         got = sink_correction(plain_out.float(), plain_lse.float(), query.float(), keys.float(), values.float(), token_request, log_gamma, 0.35, sees_only_sink=only)
         assert torch.isfinite(got).all()
-        expected, _ = reference(per_request, log_gamma, 0.35, None)
+        expected, _ = expected_attention(per_request, log_gamma, 0.35, None)
         torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=2e-5)
     # gamma 1e30 makes the sink take all the weight: every query's output is its request's v_0
     torch.testing.assert_close(got, values[token_request].float(), atol=1e-6, rtol=0)
@@ -167,7 +153,7 @@ def test_large_gamma_does_not_overflow():
 
 def test_zero_log_gamma_returns_the_input_unchanged():
     per_request = packed_batch([(7, 7), (13, 2)], 4, 2, 8, seed=6)
-    plain_out, plain_lse = reference(per_request, torch.zeros(4), 0.4, None)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(4), 0.4, None)
     query, keys, values, token_request, only = inputs_of(per_request, 4, 2)
     out = plain_out.to(torch.bfloat16)
     got = sink_correction(out, plain_lse.float(), query.float(), keys.float(), values.float(), token_request, torch.zeros(4), 0.4, sees_only_sink=only)
@@ -260,7 +246,7 @@ def test_on_cuda_matches_the_cpu_correction():
     per_request = packed_batch(requests, heads, kv_heads, head_dim, seed=9)
     scale = 1 / math.sqrt(head_dim)
     log_gamma = torch.linspace(-1.4, 2.0, heads)
-    plain_out, plain_lse = reference(per_request, torch.zeros(heads), scale, None)
+    plain_out, plain_lse = expected_attention(per_request, torch.zeros(heads), scale, None)
     query, keys, values, token_request, only = inputs_of(per_request, heads, kv_heads)
     args = (plain_out.bfloat16(), plain_lse.float(), query.bfloat16(), keys.bfloat16(), values.bfloat16(), token_request, log_gamma)
     cpu = sink_correction(*args, scale, sees_only_sink=only)
