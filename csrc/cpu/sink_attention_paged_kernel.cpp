@@ -86,102 +86,68 @@ inline void store_part(const Vec& value, float* x, int v, int64_t last) {
   value.store(x);
 }
 
-// c[r, j0 + ...] = sum_d a[r, d] b[d, j0 + ...] for R rows and C vectors of columns (the last
-// one `last` columns wide when Partial).
-template <int R, int C, bool Partial>
-inline void scores_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c,
-                        int64_t ldc, int64_t last) {
+// c[r, j0 + ...] (+)= sum_i a[r, i] b[i, j0 + ...] for R rows and C vectors of columns (the last
+// one `last` wide when Partial): one fused multiply-add chain per element, over i in order,
+// starting from 0 (scores) or from c (Accumulate: outputs).
+template <int R, int C, bool Partial, bool Accumulate>
+inline void fma_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc,
+                     int64_t last) {
   Vec sums[R][C];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < C; ++v) sums[r][v] = Vec(0.0f);
-  for (int64_t d = 0; d < k; ++d) {
-    Vec column[C];
-    for (int v = 0; v < C; ++v) column[v] = load_part<C, Partial>(b + d * ldb + v * Vec::size(), v, last);
+    for (int v = 0; v < C; ++v)
+      sums[r][v] = Accumulate ? load_part<C, Partial>(c + r * ldc + v * Vec::size(), v, last) : Vec(0.0f);
+  for (int64_t i = 0; i < k; ++i) {
+    Vec row[C];
+    for (int v = 0; v < C; ++v) row[v] = load_part<C, Partial>(b + i * ldb + v * Vec::size(), v, last);
     for (int r = 0; r < R; ++r) {
-      const Vec weight(a[r * lda + d]);
-      for (int v = 0; v < C; ++v) sums[r][v] = at::vec::fmadd(weight, column[v], sums[r][v]);
+      const Vec weight(a[r * lda + i]);  // no skip at 0: 0 * inf must give NaN, as in the definition
+      for (int v = 0; v < C; ++v) sums[r][v] = at::vec::fmadd(weight, row[v], sums[r][v]);
     }
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < C; ++v) store_part<C, Partial>(sums[r][v], c + r * ldc + v * Vec::size(), v, last);
 }
 
-template <int R>
-void scores_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc,
-                 int64_t n) {
+template <int R, int Vecs, bool Accumulate>
+void fma_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc, int64_t n) {
   constexpr int64_t V = Vec::size();
   int64_t j = 0;
-  for (; j + kScoreVecs * V <= n; j += kScoreVecs * V) scores_tile<R, kScoreVecs, false>(a, lda, b + j, ldb, k, c + j, ldc, V);
-  for (; j + V <= n; j += V) scores_tile<R, 1, false>(a, lda, b + j, ldb, k, c + j, ldc, V);
-  if (j < n) scores_tile<R, 1, true>(a, lda, b + j, ldb, k, c + j, ldc, n - j);
+  for (; j + Vecs * V <= n; j += Vecs * V) fma_tile<R, Vecs, false, Accumulate>(a, lda, b + j, ldb, k, c + j, ldc, V);
+  for (; j + V <= n; j += V) fma_tile<R, 1, false, Accumulate>(a, lda, b + j, ldb, k, c + j, ldc, V);
+  if (j < n) fma_tile<R, 1, true, Accumulate>(a, lda, b + j, ldb, k, c + j, ldc, n - j);
 }
 
-template <int R>
-void scores_remainder(int64_t m, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c,
-                      int64_t ldc, int64_t n) {
+template <int R, int Vecs, bool Accumulate>
+void fma_remainder(int64_t m, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c,
+                   int64_t ldc, int64_t n) {
   if (m == R) {
-    scores_rows<R>(a, lda, b, ldb, k, c, ldc, n);
+    fma_rows<R, Vecs, Accumulate>(a, lda, b, ldb, k, c, ldc, n);
   } else if constexpr (R > 1) {
-    scores_remainder<R - 1>(m, a, lda, b, ldb, k, c, ldc, n);
+    fma_remainder<R - 1, Vecs, Accumulate>(m, a, lda, b, ldb, k, c, ldc, n);
   }
 }
 
-// S[m x n] = A[m x k] B[k x n], row-major; B is a block's transposed keys [head_dim, block].
+// C[m x n] (+)= A[m x k] B[k x n], row-major, Rows rows and Vecs vectors of columns at a time.
+template <int Rows, int Vecs, bool Accumulate>
+void fma_a_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+             int64_t ldc) {
+  int64_t r = 0;
+  for (; r + Rows <= m; r += Rows) fma_rows<Rows, Vecs, Accumulate>(a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
+  if (r < m) fma_remainder<Rows - 1, Vecs, Accumulate>(m - r, a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
+}
+
+// S[m x n] = A[m x k] B[k x n]; B is a block's transposed keys [head_dim, block].
 // Columns past n up to a whole vector (at most ldb) may be written too: the caller ignores them.
 void scores_a_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                 int64_t ldc) {
   n = std::min(ldb, (n + Vec::size() - 1) / Vec::size() * Vec::size());  // whole vectors within the block
-  int64_t r = 0;
-  for (; r + kScoreRows <= m; r += kScoreRows) scores_rows<kScoreRows>(a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
-  if (r < m) scores_remainder<kScoreRows - 1>(m - r, a + r * lda, lda, b, ldb, k, c + r * ldc, ldc, n);
+  fma_a_b<kScoreRows, kScoreVecs, false>(m, n, k, a, lda, b, ldb, c, ldc);
 }
 
-// c[r, d0 + ...] += sum_j p[r, j] v[j, d0 + ...] for R rows and C vectors of head_dim (the last
-// one `last` wide when Partial).
-template <int R, int C, bool Partial>
-inline void output_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c, int64_t ldc,
-                        int64_t last) {
-  Vec sums[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int x = 0; x < C; ++x) sums[r][x] = load_part<C, Partial>(c + r * ldc + x * Vec::size(), x, last);
-  for (int64_t j = 0; j < k; ++j) {
-    Vec row[C];
-    for (int x = 0; x < C; ++x) row[x] = load_part<C, Partial>(v + j * ldv + x * Vec::size(), x, last);
-    for (int r = 0; r < R; ++r) {
-      const Vec weight(p[r * ldp + j]);  // no skip at 0: 0 * inf must give NaN, as in the definition
-      for (int x = 0; x < C; ++x) sums[r][x] = at::vec::fmadd(weight, row[x], sums[r][x]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int x = 0; x < C; ++x) store_part<C, Partial>(sums[r][x], c + r * ldc + x * Vec::size(), x, last);
-}
-
-template <int R>
-void output_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c, int64_t ldc,
-                 int64_t n) {
-  constexpr int64_t V = Vec::size();
-  int64_t d = 0;
-  for (; d + kOutVecs * V <= n; d += kOutVecs * V) output_tile<R, kOutVecs, false>(p, ldp, v + d, ldv, k, c + d, ldc, V);
-  for (; d + V <= n; d += V) output_tile<R, 1, false>(p, ldp, v + d, ldv, k, c + d, ldc, V);
-  if (d < n) output_tile<R, 1, true>(p, ldp, v + d, ldv, k, c + d, ldc, n - d);
-}
-
-template <int R>
-void output_remainder(int64_t m, const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t k, float* c,
-                      int64_t ldc, int64_t n) {
-  if (m == R) {
-    output_rows<R>(p, ldp, v, ldv, k, c, ldc, n);
-  } else if constexpr (R > 1) {
-    output_remainder<R - 1>(m, p, ldp, v, ldv, k, c, ldc, n);
-  }
-}
-
-// C[m x n] += P[m x k] V[k x n], row-major; V is a block's values [block, head_dim].
+// C[m x n] += P[m x k] V[k x n]; V is a block's values [block, head_dim].
 void output_a_b(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v, int64_t ldv, float* c,
                 int64_t ldc) {
-  int64_t r = 0;
-  for (; r + kOutRows <= m; r += kOutRows) output_rows<kOutRows>(p + r * ldp, ldp, v, ldv, k, c + r * ldc, ldc, n);
-  if (r < m) output_remainder<kOutRows - 1>(m - r, p + r * ldp, ldp, v, ldv, k, c + r * ldc, ldc, n);
+  fma_a_b<kOutRows, kOutVecs, true>(m, n, k, p, ldp, v, ldv, c, ldc);
 }
 
 // The items of a call, costliest first (rows x visible keys), so uneven items balance.
